@@ -1,0 +1,232 @@
+"""The one configuration schema of zerotune: YAML files, CLI overrides and the Python API share it.
+
+Defaults live here and nowhere else. Every section forbids unknown keys so a typo is an error that
+names the key, and every model is frozen so a resolved config cannot drift during a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load and how to talk to it."""
+
+    name: str | None = Field(None, description="HF hub id, local HF folder or .gguf file; None = embedded default")
+    chat_template: Literal["auto", "model", "chatml", "deepseek", "deepseek-r1"] = Field(
+        "auto", description="auto: the model's own template, DeepSeek's format for DeepSeek tokenizers")
+    trust_remote_code: bool = False
+    system_prompt: str | None = Field(None, description="system message prepended to every example")
+
+
+class LoraConfig(_Section):
+    """Adapter shape. The seed recipe is q_proj/v_proj r16 alpha32 dropout 0.1 (configs/seed.yaml)."""
+
+    method: Literal["lora", "qlora", "dora", "full"] = "lora"
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: str | list[str] = Field(
+        "all-linear", description="preset 'attention' | 'all-linear', or explicit module names")
+
+
+class CleanConfig(_Section):
+    """Text cleaning rules applied by prepare; safe ones on by default."""
+
+    nfkc: bool = True
+    control_chars: bool = True
+    whitespace: bool = True
+    html: bool = True
+    fullwidth_punct: bool = False
+    seed_regex: bool = Field(False, description="the seed's keep-only-letters/digits/CJK rule; destroys JSON/code")
+
+
+class PrepareConfig(_Section):
+    """Validation, cleaning, dedup, PII scrubbing and augmentation done by `zerotune prepare`."""
+
+    format: Literal["auto", "io", "alpaca", "messages", "sharegpt", "csv"] = "auto"
+    input_field: str = "input"
+    output_field: str = "output"
+    skip_invalid: bool = False
+    max_errors: int = Field(50, ge=1)
+    clean: CleanConfig = CleanConfig()
+    dedup: Literal["none", "exact", "near"] = "near"
+    near_dup_threshold: float = Field(0.9, gt=0, le=1)
+    pii: Literal["off", "redact", "drop"] = "off"
+    too_long: Literal["drop", "truncate"] = "drop"
+    category_field: str | None = None
+    augment_slots: Literal["auto", "on", "off"] = "auto"
+    augment_ratio: float = Field(1.0, ge=0)
+
+
+class DataConfig(_Section):
+    """Where the training data comes from and how it becomes token sequences."""
+
+    train: str | None = Field(None, description="training file (raw or prepared JSONL)")
+    eval: str | None = Field(None, description="held-out file; split off train when absent")
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    max_eval_rows: int = Field(200, ge=0)
+    max_seq_len: int = Field(1024, ge=16)
+    pack: bool = True
+    prepare: PrepareConfig = PrepareConfig()
+
+
+class TrainConfig(_Section):
+    """Optimisation and run bookkeeping."""
+
+    output: str = "runs/latest"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(4e-4, gt=0)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio when set")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_tokens: int = Field(2048, ge=16, description="tokens per micro-batch (packed rows)")
+    batch_size: int = Field(8, ge=1, description="examples per optimizer step (effective batch)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    seed: int = 42
+    log_every_steps: int = Field(1, ge=1)
+    eval_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_minutes: float | None = Field(10.0, gt=0)
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+class GenerateConfig(_Section):
+    """Decoding settings shared by generate, chat, eval and serve."""
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class EvalConfig(_Section):
+    """Thresholds are the seed's bar: exact match > 0.85, BLEU-4 > 0.32, robustness > 0.8 of base."""
+
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    exact_match: float = 0.85
+    bleu4: float = 0.32
+    robustness: float = 0.8
+
+
+class Config(_Section):
+    """A whole zerotune run."""
+
+    model: ModelConfig = ModelConfig()
+    lora: LoraConfig = LoraConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class ConfigError(ValueError):
+    """A config the user wrote cannot be used; the message names the file and key."""
+
+
+def _parse_value(text: str) -> Any:
+    """Read an override value the way YAML would (numbers, bools, null, lists)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted `key=value` pairs into a nested dict.
+
+    Args:
+        data: the nested config dict (copied, not changed).
+        overrides: strings such as "train.lr=1e-4".
+    Returns:
+        A new nested dict with the overrides applied.
+    """
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(data: dict | None = None, overrides: list[str] | None = None, source: str = "config") -> Config:
+    """Validate a nested dict (plus overrides) into a Config.
+
+    Args:
+        data: nested dict as read from YAML.
+        overrides: dotted key=value strings applied on top.
+        source: name used in error messages (a file path or "config").
+    Returns:
+        The frozen Config.
+    """
+    merged = apply_overrides(data or {}, overrides or [])
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file (or the defaults) and apply dotted overrides.
+
+    Args:
+        path: YAML file; None means all defaults.
+        overrides: dotted key=value strings.
+    Returns:
+        The frozen Config.
+    """
+    data: dict = {}
+    source = "overrides"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+        source = str(p)
+    return build_config(data, overrides, source)
+
+
+def dump_config(cfg: Config) -> str:
+    """The config as YAML text (what a run directory's config.yaml holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def update(cfg: Config, **sections: dict) -> Config:
+    """A copy of cfg with some fields of some sections replaced, validated again."""
+    data = cfg.model_dump(mode="json")
+    for name, fields in sections.items():
+        data[name] = {**data[name], **{k: v for k, v in fields.items() if v is not None}}
+    return build_config(data)
