@@ -1,0 +1,1 @@
+"""Model loading, the embedded default, chat templates and LoRA target presets."""

@@ -1,0 +1,1 @@
+"""Training: the recipe (train()), the one loop, optimizer and schedule."""

@@ -1,0 +1,195 @@
+"""`train()`: the whole fine-tuning recipe, top to bottom.
+
+Everything a user can get wrong (config, data, model name, LoRA targets, precision) is checked before
+the run directory is created, so a failed start leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from zerotune import hardware
+from zerotune.config import Config, dump_config
+from zerotune.data.packing import steps_per_epoch
+from zerotune.train.inputs import load_splits
+from zerotune.data.tokenize import tokenize_rows
+from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
+from zerotune.models.targets import resolve_targets
+from zerotune.models.templates import resolve_format
+from zerotune.train import loop
+from zerotune.train.optim import build_optimizer, build_scheduler
+from zerotune.train.progress import RunLog
+
+
+class TrainError(RuntimeError):
+    """Training cannot start as configured; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    steps: int
+    final_loss: float
+    eval_loss: float | None
+    seconds: float
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so a run is repeatable."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _precision(cfg: Config, device: hardware.DeviceInfo) -> tuple[str, torch.dtype, torch.dtype | None]:
+    """(precision name, weight dtype, autocast dtype). LoRA on GPU keeps frozen weights in half
+    precision; on CPU weights stay fp32 and bf16 only autocasts the matmuls."""
+    precision = hardware.choose_precision(device, cfg.train.precision)
+    if precision == "fp16" and device.kind == "cpu":
+        raise TrainError("fp16 training needs a GPU; use train.precision=fp32 (or bf16 on AMX CPUs)")
+    if precision == "fp32":
+        return precision, torch.float32, None
+    half = _DTYPES[precision]
+    weights = half if device.kind != "cpu" and cfg.lora.method != "full" else torch.float32
+    return precision, weights, half
+
+
+def _quantization(cfg: Config, device: hardware.DeviceInfo, compute: torch.dtype):
+    if cfg.lora.method != "qlora":
+        return None
+    if device.kind != "cuda":
+        raise TrainError("QLoRA (4-bit NF4 through bitsandbytes) needs an NVIDIA GPU; on this machine use "
+                         "--method lora")
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TrainError("QLoRA needs bitsandbytes: pip install bitsandbytes") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute)
+
+
+def attach_adapter(model, cfg: Config):
+    """Wrap the base model for training: LoRA/DoRA adapters (base frozen) or, for full fine-tuning,
+    every weight trainable.
+
+    Args:
+        model: the loaded base model.
+        cfg: the run config (lora section).
+    Returns:
+        The trainable model.
+    """
+    if cfg.lora.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.lora.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
+                      target_modules=resolve_targets(model, cfg.lora.targets), use_dora=cfg.lora.method == "dora",
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _total_steps(cfg: Config, n_examples: int) -> tuple[int, int]:
+    per_epoch = steps_per_epoch(n_examples, cfg.train.batch_size)
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+    return total, math.ceil(total / per_epoch)
+
+
+def _write_splits(run_dir: Path, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    data_dir = run_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.jsonl", train_rows), ("eval.jsonl", eval_rows)):
+        with open(data_dir / name, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def save_final(model, tokenizer, run_dir: Path, method: str) -> Path:
+    """Write the final adapter (or full model) atomically: a temporary folder renamed into place."""
+    final = run_dir / ("model" if method == "full" else "adapter")
+    tmp = run_dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def train(cfg: Config, *, progress: bool = True) -> TrainResult:
+    """Fine-tune cfg.model on cfg.data and write the run directory cfg.train.output.
+
+    Args:
+        cfg: the resolved config.
+        progress: show a progress bar.
+    Returns:
+        TrainResult with the run directory and final losses.
+    """
+    seed_everything(cfg.train.seed)
+    device = hardware.detect_device()
+    precision, weight_dtype, autocast_dtype = _precision(cfg, device)
+    source: ModelSource = resolve_source(cfg.model.name)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name or source.path)
+    train_rows, eval_rows = load_splits(cfg.data, seed=cfg.train.seed)
+    encode = lambda rows: tokenize_rows(rows, tokenizer, fmt, cfg.data.max_seq_len,  # noqa: E731
+                                        system_prompt=cfg.model.system_prompt,
+                                        too_long=cfg.data.prepare.too_long)
+    tokenized, eval_tok = encode(train_rows), encode(eval_rows)
+    if not tokenized.examples:
+        raise TrainError(f"no training example fits data.max_seq_len={cfg.data.max_seq_len} tokens")
+    total_steps, epochs = _total_steps(cfg, len(tokenized.examples))
+
+    quant = _quantization(cfg, device, autocast_dtype or torch.float32)
+    model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
+    model = attach_adapter(model, cfg)
+    if cfg.train.gradient_checkpointing == "on":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch_device = torch.device("cuda" if device.kind == "cuda" else "cpu")
+    if quant is None:
+        model.to(torch_device)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train, total_steps)
+    setup = loop.LoopSetup(
+        examples=tokenized.examples, batch_size=cfg.train.batch_size, row_tokens=cfg.train.batch_tokens,
+        seed=cfg.train.seed, epochs=epochs, total_steps=total_steps, max_grad_norm=cfg.train.max_grad_norm,
+        device=torch_device, autocast_dtype=autocast_dtype,
+        grad_scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None)
+
+    run_dir = Path(cfg.train.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    _write_splits(run_dir, train_rows, eval_rows)
+    log = RunLog(run_dir, total_steps, progress=progress)
+    log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
+               len(eval_tok.examples), tokenized.too_long, total_steps)
+
+    def on_step(state: loop.LoopState, record: dict) -> None:
+        every = cfg.train.eval_every_steps
+        if eval_tok.examples and every and state.step % every == 0 and state.step < total_steps:
+            record["eval_loss"] = loop.eval_loss(model, eval_tok.examples, setup)
+        log.step(record)
+
+    state = loop.run(model, optimizer, scheduler, setup, loop.LoopState(), on_step=on_step)
+    final_eval = loop.eval_loss(model, eval_tok.examples, setup) if eval_tok.examples else None
+    save_final(model, tokenizer, run_dir, cfg.lora.method)
+    seconds = log.finish(final_eval)
+    return TrainResult(run_dir, state.step, log.last_loss, final_eval, seconds)
