@@ -1,0 +1,108 @@
+"""zerotune: fine-tune a causal LM on one free GPU or a plain CPU, then evaluate, export and serve it.
+
+Public API (each function is what the same-named CLI command calls):
+load_config, prepare, train, evaluate, export, serve, plan.
+Heavy modules (torch, transformers) are imported inside the functions, so `import zerotune` is cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zerotune.config import Config, load_config
+
+__all__ = ["Config", "load_config", "prepare", "train", "evaluate", "export", "serve", "plan"]
+__version__ = "0.1.0"
+
+
+def prepare(paths: list[str], out: str, cfg: Config | None = None, *, progress: bool = True, **kwargs) -> dict:
+    """Validate, clean, dedup, augment and split data files into out/ (train.jsonl, eval.jsonl, report).
+
+    Args:
+        paths: data files.
+        out: output folder.
+        cfg: config (its data.prepare section); defaults when None.
+        progress: progress bars.
+        kwargs: passed to zerotune.data.prepare.prepare (translator, template_spec, count_tokens...).
+    Returns:
+        The quality report as a dict.
+    """
+    from zerotune.data.prepare import prepare as _prepare
+
+    cfg = cfg or Config()
+    return _prepare(list(paths), out, cfg.data.prepare, eval_fraction=cfg.data.eval_fraction, seed=cfg.train.seed,
+                    progress=progress, **kwargs)
+
+
+def train(cfg: Config, *, progress: bool = True, compare: bool = True) -> dict:
+    """Fine-tune per cfg, then (compare=True) score base vs tuned on the run's eval split.
+
+    Args:
+        cfg: the resolved config.
+        progress: progress bars.
+        compare: run the closing base-vs-tuned comparison (writes RUN_DIR/eval/).
+    Returns:
+        {"run_dir", "steps", "final_loss", "eval_loss", "seconds", "comparison"}.
+    """
+    from zerotune.train.recipe import train as _train
+
+    result = _train(cfg, progress=progress)
+    out = {"run_dir": result.run_dir, "steps": result.steps, "final_loss": result.final_loss,
+           "eval_loss": result.eval_loss, "seconds": result.seconds, "comparison": None}
+    eval_file = result.run_dir / "data" / "eval.jsonl"
+    if compare and eval_file.is_file() and eval_file.stat().st_size > 0:
+        out["comparison"] = evaluate(str(result.run_dir), str(eval_file), compare_base=True, robustness=False,
+                                     progress=progress)
+    return out
+
+
+def evaluate(target: str, data: str, *, out: str | None = None, compare_base: bool = False,
+             robustness: bool = True, limit: int | None = None, cfg: Config | None = None,
+             progress: bool = True) -> dict:
+    """Score a run directory or model on a test file and write the eval report.
+
+    Args:
+        target: RUN_DIR, model path/id, or "" / None for the embedded default.
+        data: test file.
+        out: folder for eval/ (default: the run directory, else ./eval-<name>).
+        compare_base: also score the run's base model (adapter off).
+        robustness: also score perturbed inputs.
+        limit: evaluate only the first N rows.
+        cfg: config for thresholds/generation (default: the run's own config.yaml, else defaults).
+        progress: progress bars.
+    Returns:
+        {"tuned": {...}, "base": {...}?, "passed": {...}}.
+    """
+    from zerotune.evaluate.run import evaluate_loaded, load_rows
+    from zerotune.models.inference import load_target, read_run_config
+    from zerotune.models.loading import is_run_dir
+
+    run = target and is_run_dir(target)
+    if cfg is None:
+        cfg = read_run_config(Path(target)) if run else Config()
+    rows = load_rows(data, limit=limit)
+    loaded = load_target(target or None)
+    out_dir = Path(out) if out else (Path(target) if run else Path("eval-" + Path(target or "embedded").name))
+    return evaluate_loaded(loaded, rows, cfg, out_dir=out_dir, compare_base=compare_base,
+                           robustness=robustness, progress=progress)
+
+
+def export(target: str, fmt: str, out: str | None = None) -> Path:
+    """Export a run as merged safetensors, ONNX Runtime or GGUF; returns the output folder."""
+    from zerotune.export import export as _export
+
+    return _export(target, fmt, out)
+
+
+def serve(target: str | None = None, **kwargs) -> None:
+    """Serve a run or model over an OpenAI-compatible HTTP API (blocks until stopped)."""
+    from zerotune.serve.app import serve as _serve
+
+    _serve(target, **kwargs)
+
+
+def plan(model: str | None, **kwargs):
+    """Whether (and how) a model fits a device, from its config alone; returns a Plan."""
+    from zerotune import hardware
+
+    return hardware.plan(hardware.load_model_config(model), **kwargs)

@@ -1,0 +1,5 @@
+"""`python -m zerotune` runs the CLI."""
+
+from zerotune.cli import run
+
+run()

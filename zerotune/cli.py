@@ -1,0 +1,231 @@
+"""The `zerotune` command: a thin Typer app; every command calls the same-named API function.
+
+User errors (bad data, config, model names, impossible plans) end as one `error:` message and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+import zerotune
+from zerotune.config import Config, ConfigError, dump_config, load_config, update
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune, evaluate, export and serve causal LMs on a free GPU or a plain CPU.")
+config_app = typer.Typer(no_args_is_help=True, help="Show, validate or describe the config schema.")
+app.add_typer(config_app, name="config")
+
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean the user asked for something impossible (not a bug)."""
+    from zerotune.data.formats import DataError
+    from zerotune.models.embedded import EmbeddedModelMissing
+    from zerotune.models.loading import ModelLoadError
+    from zerotune.models.targets import TargetError
+    from zerotune.models.templates import TemplateError
+    from zerotune.train.recipe import TrainError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, EmbeddedModelMissing, ModelLoadError,
+                                         TargetError, TemplateError, TrainError]
+    for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "PlanError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _config(path: Optional[Path], overrides: list[str]) -> Config:
+    return load_config(path, [o for o in overrides if "=" in o] + _bad_args(overrides))
+
+
+def _bad_args(args: list[str]) -> list[str]:
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise ConfigError(f"unexpected argument(s) {' '.join(bad)}: overrides are written key=value")
+    return []
+
+
+@config_app.command("show", context_settings=EXTRA)
+def config_show(ctx: typer.Context, config: Optional[Path] = typer.Option(None, "--config", "-c")) -> None:
+    """Print the fully resolved config (defaults + file + key=value overrides)."""
+    typer.echo(dump_config(_config(config, list(ctx.args))), nl=False)
+
+
+@config_app.command("validate", context_settings=EXTRA)
+def config_validate(ctx: typer.Context, config: Path = typer.Argument(..., help="YAML config file")) -> None:
+    """Check a config file; errors name the file and key."""
+    _config(config, list(ctx.args))
+    typer.echo(f"{config}: ok")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the config."""
+    typer.echo(json.dumps(Config.model_json_schema(), indent=2))
+
+
+@app.command(context_settings=EXTRA)
+def train(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)"),
+    data: Optional[str] = typer.Option(None, "--data", help="training data file or prepared folder"),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="held-out data file"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub id, local folder or .gguf (default: embedded)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="run directory"),
+    epochs: Optional[float] = typer.Option(None, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    method: Optional[str] = typer.Option(None, "--method", help="lora | qlora | dora | full"),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="score base vs tuned on the eval split"),
+) -> None:
+    """Fine-tune a model (LoRA by default) and write a run directory. Extra key=value args override config."""
+    cfg = _config(config, list(ctx.args))
+    cfg = update(cfg, model={"name": model}, data={"train": data, "eval": eval_data},
+                 train={"output": output, "epochs": epochs, "max_steps": max_steps}, lora={"method": method})
+    result = zerotune.train(cfg, compare=compare)
+    _print_train_summary(result)
+
+
+def _print_train_summary(result: dict) -> None:
+    typer.echo(f"\ntrained {result['steps']} steps in {result['seconds']:.0f} s; final loss {result['final_loss']:.4f}"
+               + (f", eval loss {result['eval_loss']:.4f}" if result["eval_loss"] is not None else ""))
+    comp = result["comparison"]
+    if comp:
+        typer.echo(_comparison_table(comp))
+    typer.echo(f"run directory: {result['run_dir']}")
+    if comp:
+        typer.echo(f"report:        {Path(result['run_dir']) / 'eval' / 'report.html'}")
+
+
+def _comparison_table(results: dict) -> str:
+    keys = ("exact_match", "json_match", "field_match", "bleu4", "rouge_l", "chrf", "perturbed_score",
+            "robustness", "tokens_per_second")
+    tuned, base = results["tuned"], results.get("base")
+    head = f"{'metric':<18}" + (f"{'base':>10}" if base else "") + f"{'tuned':>10}"
+    lines = [head, "-" * len(head)]
+    for k in keys:
+        if k in tuned:
+            fmt = "{:>10.1f}" if k == "tokens_per_second" else "{:>10.3f}"
+            lines.append(f"{k:<18}" + (fmt.format(base[k]) if base else "") + fmt.format(tuned[k]))
+    lines.append(f"{'n':<18}" + (f"{base['n']:>10}" if base else "") + f"{tuned['n']:>10}")
+    passed = results.get("passed", {})
+    if passed:
+        lines.append("thresholds: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in passed.items()))
+    return "\n".join(lines)
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="RUN_DIR or model"),
+    data: str = typer.Option(..., "--data", help="test file"),
+    out: Optional[str] = typer.Option(None, "--out", help="folder for eval/ (default: the run directory)"),
+    compare_base: bool = typer.Option(False, "--compare-base", help="score the base model beside the tuned one"),
+    robustness: bool = typer.Option(True, "--robustness/--no-robustness"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="first N rows only"),
+    fail_under: bool = typer.Option(False, "--fail-under", help="exit 1 when a threshold is missed"),
+) -> None:
+    """Score a run or model on a test set: exact match, BLEU-4, ROUGE-L, chrF, speed, robustness."""
+    results = zerotune.evaluate(target, data, out=out, compare_base=compare_base, robustness=robustness,
+                                limit=limit)
+    typer.echo(_comparison_table(results))
+    if fail_under and not all(results["passed"].values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def generate(
+    target: Optional[str] = typer.Argument(None, help="RUN_DIR or model (default: embedded)"),
+    prompt: str = typer.Argument(..., help="the user message"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+) -> None:
+    """Answer one prompt."""
+    from zerotune.data.tokenize import with_system
+    from zerotune.models.generate import generate_batch
+    from zerotune.models.inference import load_target
+
+    loaded = load_target(target)
+    conv = with_system([{"role": "user", "content": prompt}], loaded.system_prompt)
+    gen = generate_batch(loaded.model, loaded.tokenizer, loaded.fmt, [conv], max_new_tokens=max_new_tokens,
+                         temperature=temperature)[0]
+    typer.echo(gen.text)
+
+
+@app.command()
+def chat(
+    target: Optional[str] = typer.Argument(None, help="RUN_DIR or model (default: embedded)"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+) -> None:
+    """Talk to a model in the terminal (streamed; /reset clears history, /exit or Ctrl-D quits)."""
+    from zerotune.data.tokenize import with_system
+    from zerotune.models.generate import stream
+    from zerotune.models.inference import load_target
+
+    loaded = load_target(target)
+    history: list[dict] = []
+    typer.echo(f"chatting with {loaded.name} — /reset, /exit")
+    for line in _lines():
+        text = line.strip()
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset" or not text:
+            history = [] if text else history
+            continue
+        history.append({"role": "user", "content": text})
+        pieces = []
+        typer.echo("model> ", nl=False)
+        for piece in stream(loaded.model, loaded.tokenizer, loaded.fmt, with_system(history, loaded.system_prompt),
+                            max_new_tokens=max_new_tokens, temperature=temperature):
+            pieces.append(piece)
+            typer.echo(piece, nl=False)
+        typer.echo("")
+        history.append({"role": "assistant", "content": "".join(pieces).strip()})
+
+
+def _lines():
+    """User lines from a terminal prompt or a pipe, until end of input."""
+    if not sys.stdin.isatty():
+        yield from sys.stdin
+        return
+    while True:
+        try:
+            yield input("you> ")
+        except EOFError:
+            return
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    sys.exit(main(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with argv; returns the exit status."""
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="zerotune", standalone_mode=False)
+    except _user_errors() as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except typer.Exit as ex:
+        return ex.exit_code
+    except (EOFError, KeyboardInterrupt):
+        return 130
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        if isinstance(err, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
