@@ -34,19 +34,20 @@ def prepare(paths: list[str], out: str, cfg: Config | None = None, *, progress: 
                     progress=progress, **kwargs)
 
 
-def train(cfg: Config, *, progress: bool = True, compare: bool = True) -> dict:
+def train(cfg: Config, *, progress: bool = True, compare: bool = True, restart: bool = False) -> dict:
     """Fine-tune per cfg, then (compare=True) score base vs tuned on the run's eval split.
 
     Args:
         cfg: the resolved config.
         progress: progress bars.
         compare: run the closing base-vs-tuned comparison (writes RUN_DIR/eval/).
+        restart: discard the run directory's checkpoints instead of resuming from them.
     Returns:
         {"run_dir", "steps", "final_loss", "eval_loss", "seconds", "comparison"}.
     """
     from zerotune.train.recipe import train as _train
 
-    result = _train(cfg, progress=progress)
+    result = _train(cfg, progress=progress, restart=restart)
     out = {"run_dir": result.run_dir, "steps": result.steps, "final_loss": result.final_loss,
            "eval_loss": result.eval_loss, "seconds": result.seconds, "comparison": None}
     eval_file = result.run_dir / "data" / "eval.jsonl"

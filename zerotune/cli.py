@@ -31,10 +31,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from zerotune.models.loading import ModelLoadError
     from zerotune.models.targets import TargetError
     from zerotune.models.templates import TemplateError
+    from zerotune.train.checkpoint import CheckpointError
     from zerotune.train.recipe import TrainError
 
     errors: list[type[BaseException]] = [ConfigError, DataError, EmbeddedModelMissing, ModelLoadError,
-                                         TargetError, TemplateError, TrainError]
+                                         TargetError, TemplateError, TrainError, CheckpointError]
     for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "PlanError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -85,12 +86,19 @@ def train(
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     method: Optional[str] = typer.Option(None, "--method", help="lora | qlora | dora | full"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="score base vs tuned on the eval split"),
+    restart: bool = typer.Option(False, "--restart", help="discard this run directory's checkpoints, start over"),
 ) -> None:
     """Fine-tune a model (LoRA by default) and write a run directory. Extra key=value args override config."""
     cfg = _config(config, list(ctx.args))
     cfg = update(cfg, model={"name": model}, data={"train": data, "eval": eval_data},
                  train={"output": output, "epochs": epochs, "max_steps": max_steps}, lora={"method": method})
-    result = zerotune.train(cfg, compare=compare)
+    from zerotune.train.recipe import Interrupted
+
+    try:
+        result = zerotune.train(cfg, compare=compare, restart=restart)
+    except Interrupted as stop:
+        typer.echo(str(stop), err=True)
+        raise typer.Exit(stop.exit_code) from None
     _print_train_summary(result)
 
 

@@ -6,11 +6,15 @@ the run directory is created, so a failed start leaves nothing half-written behi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
 import shutil
+import signal
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from zerotune.data.tokenize import tokenize_rows
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
-from zerotune.train import loop
+from zerotune.train import checkpoint, loop
 from zerotune.train.optim import build_optimizer, build_scheduler
 from zerotune.train.progress import RunLog
 
@@ -134,14 +138,92 @@ def save_final(model, tokenizer, run_dir: Path, method: str) -> Path:
     return final
 
 
-def train(cfg: Config, *, progress: bool = True) -> TrainResult:
+def fingerprint(cfg: Config, train_rows: list[dict], eval_rows: list[dict]) -> dict:
+    """What a checkpoint may only resume into unchanged: model, data, adapter shape, batch layout."""
+    data = hashlib.sha256(json.dumps([train_rows, eval_rows], sort_keys=True, ensure_ascii=False).encode())
+    return {"model": str(cfg.model.name), "data": data.hexdigest()[:16],
+            "adapter": f"{cfg.lora.method} r={cfg.lora.r} alpha={cfg.lora.alpha} targets={cfg.lora.targets}",
+            "batch": f"size={cfg.train.batch_size} tokens={cfg.train.batch_tokens} seq={cfg.data.max_seq_len}",
+            "seed": str(cfg.train.seed), "template": f"{cfg.model.chat_template} system={cfg.model.system_prompt}"}
+
+
+def _resume_point(run_dir: Path, cfg: Config, fp: dict, restart: bool) -> Path | None:
+    """The checkpoint to resume from, None to start fresh; refuses a checkpoint of a different run."""
+    mirror = Path(cfg.train.checkpoint_mirror) if cfg.train.checkpoint_mirror else None
+    if restart:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        for stale in ("metrics.jsonl", "loss.png"):
+            (run_dir / stale).unlink(missing_ok=True)
+        return None
+    found, damaged = checkpoint.find_resumable(run_dir, mirror)
+    for bad in damaged:
+        print(f"warning: checkpoint {bad} is damaged (checksum mismatch or missing files); skipped", file=sys.stderr)
+    if found is None:
+        if damaged:
+            print("warning: no intact checkpoint; starting from step 0", file=sys.stderr)
+        return None
+    saved = checkpoint.read_info(found)["fingerprint"]
+    changed = [f"{k}: {saved.get(k)} -> {v}" for k, v in fp.items() if saved.get(k) != v]
+    if changed:
+        raise TrainError(f"{run_dir} holds checkpoints of a different run ({'; '.join(changed)}). Resuming would "
+                         "be wrong: pass --restart to start over in this directory, or choose another --output.")
+    return found
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines of steps after the checkpoint: they are about to be trained again."""
+    if path.is_file():
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+class _StopFlag:
+    """SIGTERM / SIGINT ask training to finish the current step, checkpoint and exit."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, saving a checkpoint...", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, step: int, signum: int):
+        super().__init__(f"stopped at step {step} ({signal.Signals(signum).name}); checkpoint saved. "
+                         "Re-run the same command to resume.")
+        self.exit_code = 128 + signum
+
+
+def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> TrainResult:
     """Fine-tune cfg.model on cfg.data and write the run directory cfg.train.output.
+
+    Re-running the same command in the same run directory resumes from the newest intact checkpoint.
 
     Args:
         cfg: the resolved config.
         progress: show a progress bar.
+        restart: discard the run directory's checkpoints and start from step 0.
     Returns:
         TrainResult with the run directory and final losses.
+    Raises:
+        Interrupted: a SIGTERM/SIGINT stopped training (after a checkpoint was written).
     """
     seed_everything(cfg.train.seed)
     device = hardware.detect_device()
@@ -157,6 +239,9 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
     if not tokenized.examples:
         raise TrainError(f"no training example fits data.max_seq_len={cfg.data.max_seq_len} tokens")
     total_steps, epochs = _total_steps(cfg, len(tokenized.examples))
+    run_dir = Path(cfg.train.output)
+    fp = fingerprint(cfg, train_rows, eval_rows)
+    resume_from = _resume_point(run_dir, cfg, fp, restart)
 
     quant = _quantization(cfg, device, autocast_dtype or torch.float32)
     model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
@@ -174,21 +259,46 @@ def train(cfg: Config, *, progress: bool = True) -> TrainResult:
         device=torch_device, autocast_dtype=autocast_dtype,
         grad_scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None)
 
-    run_dir = Path(cfg.train.output)
+    state = loop.LoopState()
+    if resume_from is not None:
+        state = checkpoint.load_checkpoint(resume_from, model, optimizer, scheduler)
+        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     _write_splits(run_dir, train_rows, eval_rows)
-    log = RunLog(run_dir, total_steps, progress=progress)
+    log = RunLog(run_dir, total_steps, progress=progress, start_step=state.step)
     log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
                len(eval_tok.examples), tokenized.too_long, total_steps)
+    if resume_from is not None:
+        print(f"resuming from {resume_from.name} (step {state.step} of {total_steps})", file=sys.stderr)
+    per_epoch = steps_per_epoch(len(tokenized.examples), cfg.train.batch_size)
+    mirror = Path(cfg.train.checkpoint_mirror) if cfg.train.checkpoint_mirror else None
+    last_save = time.monotonic()
 
-    def on_step(state: loop.LoopState, record: dict) -> None:
+    def save(st: loop.LoopState) -> None:
+        nonlocal last_save
+        checkpoint.save_checkpoint(run_dir, model, optimizer, scheduler, st, fingerprint=fp,
+                                   keep=cfg.train.keep_checkpoints, mirror=mirror)
+        last_save = time.monotonic()
+
+    def on_step(st: loop.LoopState, record: dict) -> None:
         every = cfg.train.eval_every_steps
-        if eval_tok.examples and every and state.step % every == 0 and state.step < total_steps:
+        if eval_tok.examples and every and st.step % every == 0 and st.step < total_steps:
             record["eval_loss"] = loop.eval_loss(model, eval_tok.examples, setup)
         log.step(record)
+        by_steps = cfg.train.checkpoint_every_steps and st.step % cfg.train.checkpoint_every_steps == 0
+        minutes = cfg.train.checkpoint_every_minutes
+        by_time = minutes is not None and time.monotonic() - last_save >= minutes * 60
+        if by_steps or by_time or st.step_in_epoch == per_epoch or st.step == total_steps:
+            save(st)
 
-    state = loop.run(model, optimizer, scheduler, setup, loop.LoopState(), on_step=on_step)
+    with _StopFlag() as stop:
+        state = loop.run(model, optimizer, scheduler, setup, state, on_step=on_step, should_stop=stop)
+        if stop():
+            if not (run_dir / "checkpoints" / f"step-{state.step}").is_dir():
+                save(state)
+            log.finish(None)
+            raise Interrupted(state.step, stop.signal)
     final_eval = loop.eval_loss(model, eval_tok.examples, setup) if eval_tok.examples else None
     save_final(model, tokenizer, run_dir, cfg.lora.method)
     seconds = log.finish(final_eval)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server (app.py), its request batching (batcher.py) and content filter (safety.py)."""
