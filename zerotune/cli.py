@@ -36,7 +36,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ConfigError, DataError, EmbeddedModelMissing, ModelLoadError,
                                          TargetError, TemplateError, TrainError, CheckpointError]
-    for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "PlanError")):
+    for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "PlanError"),
+                         ("zerotune.serve.app", "ServeError"), ("zerotune.serve.safety", "FilterProfileError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -154,6 +155,7 @@ def generate(
     prompt: str = typer.Argument(..., help="the user message"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="content filter profile or off (default: pii)"),
 ) -> None:
     """Answer one prompt."""
     from zerotune.data.tokenize import with_system
@@ -164,7 +166,8 @@ def generate(
     conv = with_system([{"role": "user", "content": prompt}], loaded.system_prompt)
     gen = generate_batch(loaded.model, loaded.tokenizer, loaded.fmt, [conv], max_new_tokens=max_new_tokens,
                          temperature=temperature)[0]
-    typer.echo(gen.text)
+    content_filter = _output_filter(target, filter_)
+    typer.echo(content_filter.filter_text(gen.text, "cli").text if content_filter else gen.text)
 
 
 @app.command()
@@ -172,6 +175,7 @@ def chat(
     target: Optional[str] = typer.Argument(None, help="RUN_DIR or model (default: embedded)"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="content filter profile or off (default: pii)"),
 ) -> None:
     """Talk to a model in the terminal (streamed; /reset clears history, /exit or Ctrl-D quits)."""
     from zerotune.data.tokenize import with_system
@@ -179,6 +183,7 @@ def chat(
     from zerotune.models.inference import load_target
 
     loaded = load_target(target)
+    content_filter = _output_filter(target, filter_)
     history: list[dict] = []
     typer.echo(f"chatting with {loaded.name} — /reset, /exit")
     for line in _lines():
@@ -191,12 +196,49 @@ def chat(
         history.append({"role": "user", "content": text})
         pieces = []
         typer.echo("model> ", nl=False)
+        guard = content_filter.stream("chat") if content_filter else None
         for piece in stream(loaded.model, loaded.tokenizer, loaded.fmt, with_system(history, loaded.system_prompt),
                             max_new_tokens=max_new_tokens, temperature=temperature):
             pieces.append(piece)
-            typer.echo(piece, nl=False)
-        typer.echo("")
+            typer.echo(guard.feed(piece) if guard else piece, nl=False)
+        typer.echo((guard.finish() if guard else "") + ("  [blocked by the content filter]" if guard and
+                                                         guard.blocked else ""))
         history.append({"role": "assistant", "content": "".join(pieces).strip()})
+
+
+@app.command()
+def serve(
+    target: Optional[str] = typer.Argument(None, help="RUN_DIR or model (default: embedded)"),
+    host: Optional[str] = typer.Option(None, "--host", help="interface to bind (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, "--port", help="port (default 8000; 0 = any free port)"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer key clients must send "
+                                          "(or $ZEROTUNE_API_KEY)"),
+    filter_: Optional[str] = typer.Option(None, "--filter", help="content filter: pii | seed | strict | FILE.yaml "
+                                          "| off"),
+    audit_log: Optional[str] = typer.Option(None, "--audit-log", help="JSONL file of filter events"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+) -> None:
+    """Serve a run or model over an OpenAI-compatible HTTP API with a content filter."""
+    from zerotune.models.inference import read_run_config
+    from zerotune.models.loading import is_run_dir
+
+    cfg = read_run_config(Path(target)) if target and is_run_dir(target) else Config()
+    cfg = update(cfg, serve={"host": host, "port": port, "audit_log": audit_log, "filter": filter_})
+    zerotune.serve(target, config=cfg, api_key=api_key, trust_remote_code=trust_remote_code)
+
+
+def _output_filter(target: Optional[str], profile: Optional[str]):
+    """The content filter for generate/chat output (the serve profile of the run, unless told)."""
+    from zerotune.models.inference import read_run_config
+    from zerotune.models.loading import is_run_dir
+    from zerotune.serve.app import audit_path
+    from zerotune.serve.safety import ContentFilter
+
+    cfg = read_run_config(Path(target)) if target and is_run_dir(target) else Config()
+    if profile is not None:
+        cfg = update(cfg, serve={"filter": profile})
+    return ContentFilter.from_profile(cfg.serve.filter, audit_log=audit_path(target, cfg.serve),
+                                      hold_back=cfg.serve.hold_back)
 
 
 def _lines():
