@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The stage packages share names with the API functions below. Importing a submodule for the first
+# time binds it as an attribute of its parent package, which would overwrite e.g. the function
+# `zerotune.train` with the package `zerotune.train`. Loading the (light, import-free) stage packages
+# here first, before the functions are defined, makes later submodule imports leave the names alone.
+from zerotune import evaluate as _evaluate_pkg, export as _export_pkg, serve as _serve_pkg  # noqa: F401
+from zerotune import train as _train_pkg  # noqa: F401
 from zerotune.config import Config, load_config
 
 __all__ = ["Config", "load_config", "prepare", "train", "evaluate", "export", "serve", "plan"]

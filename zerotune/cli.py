@@ -261,7 +261,9 @@ def run(argv: list[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with argv; returns the exit status."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="zerotune", standalone_mode=False)
+        code = app(args=argv if argv is not None else sys.argv[1:], prog_name="zerotune", standalone_mode=False)
+        if isinstance(code, int):  # typer.Exit(n) comes back as a return value without standalone mode
+            return code
     except _user_errors() as err:
         typer.echo(f"error: {err}", err=True)
         return 2

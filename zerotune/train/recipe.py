@@ -262,7 +262,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     state = loop.LoopState()
     if resume_from is not None:
         state = checkpoint.load_checkpoint(resume_from, model, optimizer, scheduler)
-        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+    _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # steps after it are trained again
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     _write_splits(run_dir, train_rows, eval_rows)
