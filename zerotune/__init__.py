@@ -109,7 +109,16 @@ def serve(target: str | None = None, **kwargs) -> None:
 
 
 def plan(model: str | None, **kwargs):
-    """Whether (and how) a model fits a device, from its config alone; returns a Plan."""
-    from zerotune import hardware
+    """Whether (and how) a model fits a device, from its config alone (no weights are read).
 
-    return hardware.plan(hardware.load_model_config(model), **kwargs)
+    Args:
+        model: hub id, local folder, config.json, .gguf, a shipped config name, or None (embedded default).
+        kwargs: passed to zerotune.hardware.plan (device, seq_len, method, r, targets, batch_size...).
+    Returns:
+        The Plan (render() gives the table the CLI prints).
+    """
+    from zerotune import hardware
+    from zerotune.models.embedded import gguf_path
+
+    source = str(gguf_path()) if model is None else model
+    return hardware.plan(hardware.load_model_config(source), model_name=model or "SmolLM2-135M-Instruct", **kwargs)

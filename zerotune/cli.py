@@ -36,7 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ConfigError, DataError, EmbeddedModelMissing, ModelLoadError,
                                          TargetError, TemplateError, TrainError, CheckpointError]
-    for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "PlanError"),
+    for module, name in (("zerotune.export", "ExportError"), ("zerotune.hardware", "HardwareError"),
                          ("zerotune.serve.app", "ServeError"), ("zerotune.serve.safety", "FilterProfileError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -239,6 +239,24 @@ def _output_filter(target: Optional[str], profile: Optional[str]):
         cfg = update(cfg, serve={"filter": profile})
     return ContentFilter.from_profile(cfg.serve.filter, audit_log=audit_path(target, cfg.serve),
                                       hold_back=cfg.serve.hold_back)
+
+
+@app.command()
+def plan(
+    model: Optional[str] = typer.Option(None, "--model", help="hub id, folder, config.json, .gguf (default: embedded)"),
+    gpu: str = typer.Option("auto", "--gpu", help="t4 | v100 | a100 | a100-80 | l4 | h100 | h200 | cpu | auto"),
+    seq_len: int = typer.Option(1024, "--seq-len"),
+    method: str = typer.Option("lora", "--method", help="lora | qlora | dora | full"),
+    r: int = typer.Option(16, "--r", help="LoRA rank"),
+    targets: str = typer.Option("all-linear", "--targets", help="attention | all-linear | comma-separated names"),
+    batch_size: int = typer.Option(8, "--batch-size", help="effective batch (examples per optimizer step)"),
+) -> None:
+    """Say whether a model fits a GPU or this CPU, and with which settings, before loading anything."""
+    result = zerotune.plan(model, device=gpu, seq_len=seq_len, method=method, r=r, targets=targets,
+                           batch_size=batch_size)
+    typer.echo(result.render())
+    if not result.fits:
+        raise typer.Exit(1)
 
 
 def _lines():

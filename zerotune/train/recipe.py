@@ -138,6 +138,26 @@ def save_final(model, tokenizer, run_dir: Path, method: str) -> Path:
     return final
 
 
+def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, tokenized) -> hardware.Plan:
+    """The same plan `zerotune plan` prints, for this device and data; refuses a run that cannot fit
+    before any weights are loaded."""
+    longest = max(len(e.input_ids) for e in tokenized.examples)
+    try:
+        model_config = hardware.load_model_config(source.path)
+    except hardware.HardwareError:
+        model_config = None
+    if model_config is None:
+        raise TrainError(f"cannot read the model config of {source.path} to plan memory")
+    memory_plan = hardware.plan(
+        model_config, device=device, seq_len=min(cfg.train.batch_tokens, max(longest, 16)), method=cfg.lora.method,
+        r=cfg.lora.r, targets=cfg.lora.targets, batch_size=1, precision=cfg.train.precision,
+        gradient_checkpointing=cfg.train.gradient_checkpointing, lora_dropout=cfg.lora.dropout,
+        allow_qlora=False, model_name=cfg.model.name)
+    if not memory_plan.fits:
+        raise TrainError(f"this run does not fit {device.name}: {memory_plan.reason}\n{memory_plan.render()}")
+    return memory_plan
+
+
 def fingerprint(cfg: Config, train_rows: list[dict], eval_rows: list[dict]) -> dict:
     """What a checkpoint may only resume into unchanged: model, data, adapter shape, batch layout."""
     data = hashlib.sha256(json.dumps([train_rows, eval_rows], sort_keys=True, ensure_ascii=False).encode())
@@ -239,6 +259,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     if not tokenized.examples:
         raise TrainError(f"no training example fits data.max_seq_len={cfg.data.max_seq_len} tokens")
     total_steps, epochs = _total_steps(cfg, len(tokenized.examples))
+    memory_plan = _memory_plan(cfg, source, device, tokenized)
     run_dir = Path(cfg.train.output)
     fp = fingerprint(cfg, train_rows, eval_rows)
     resume_from = _resume_point(run_dir, cfg, fp, restart)
@@ -246,7 +267,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     quant = _quantization(cfg, device, autocast_dtype or torch.float32)
     model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
     model = attach_adapter(model, cfg)
-    if cfg.train.gradient_checkpointing == "on":
+    if memory_plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch_device = torch.device("cuda" if device.kind == "cuda" else "cpu")
     if quant is None:
@@ -269,6 +290,8 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     log = RunLog(run_dir, total_steps, progress=progress, start_step=state.step)
     log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
                len(eval_tok.examples), tokenized.too_long, total_steps)
+    print(f"memory    {memory_plan.total_bytes / 2**30:.2f} GiB planned of {memory_plan.budget_bytes / 2**30:.1f} GiB"
+          f" usable; gradient checkpointing {'on' if memory_plan.gradient_checkpointing else 'off'}", file=sys.stderr)
     if resume_from is not None:
         print(f"resuming from {resume_from.name} (step {state.step} of {total_steps})", file=sys.stderr)
     per_epoch = steps_per_epoch(len(tokenized.examples), cfg.train.batch_size)
