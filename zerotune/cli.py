@@ -242,6 +242,22 @@ def _output_filter(target: Optional[str], profile: Optional[str]):
 
 
 @app.command()
+def export(
+    target: str = typer.Argument(..., help="RUN_DIR"),
+    format_: str = typer.Option(..., "--format", "-f", help="merged | onnx | gguf"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder (default RUN_DIR/export/FORMAT)"),
+    precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 | int4"),
+    gguf_types: str = typer.Option("f16,q8_0", "--gguf-types", help="gguf: comma-separated f16,q8_0"),
+) -> None:
+    """Export a run: merged safetensors, ONNX Runtime (with KV cache) or GGUF (+ Ollama Modelfile)."""
+    from zerotune.export import export as _export
+
+    path = _export(target, format_, out, precision=precision,
+                   gguf_types=tuple(t.strip() for t in gguf_types.split(",") if t.strip()))
+    typer.echo(f"exported {format_} to {path}")
+
+
+@app.command()
 def plan(
     model: Optional[str] = typer.Option(None, "--model", help="hub id, folder, config.json, .gguf (default: embedded)"),
     gpu: str = typer.Option("auto", "--gpu", help="t4 | v100 | a100 | a100-80 | l4 | h100 | h200 | cpu | auto"),
