@@ -94,11 +94,18 @@ def evaluate(target: str, data: str, *, out: str | None = None, compare_base: bo
                            robustness=robustness, progress=progress)
 
 
-def export(target: str, fmt: str, out: str | None = None) -> Path:
-    """Export a run as merged safetensors, ONNX Runtime or GGUF; returns the output folder."""
+def export(target: str, fmt: str, out: str | None = None, **kwargs) -> Path:
+    """Export a run as merged safetensors, ONNX Runtime or GGUF; returns the output folder.
+
+    Args:
+        target: RUN_DIR.
+        fmt: "merged", "onnx" or "gguf".
+        out: output folder (default RUN_DIR/export/FORMAT).
+        kwargs: precision="fp32"|"int4" (onnx), gguf_types=("f16", "q8_0") (gguf).
+    """
     from zerotune.export import export as _export
 
-    return _export(target, fmt, out)
+    return _export(target, fmt, out, **kwargs)
 
 
 def serve(target: str | None = None, **kwargs) -> None:

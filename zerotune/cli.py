@@ -250,9 +250,7 @@ def export(
     gguf_types: str = typer.Option("f16,q8_0", "--gguf-types", help="gguf: comma-separated f16,q8_0"),
 ) -> None:
     """Export a run: merged safetensors, ONNX Runtime (with KV cache) or GGUF (+ Ollama Modelfile)."""
-    from zerotune.export import export as _export
-
-    path = _export(target, format_, out, precision=precision,
+    path = zerotune.export(target, format_, out, precision=precision,
                    gguf_types=tuple(t.strip() for t in gguf_types.split(",") if t.strip()))
     typer.echo(f"exported {format_} to {path}")
 

@@ -39,32 +39,42 @@ class LoraConfig(_Section):
 
 
 class CleanConfig(_Section):
-    """Text cleaning rules applied by prepare; safe ones on by default."""
+    """Text cleaning rules applied by prepare; only the ones that cannot damage code or JSON are on."""
 
-    nfkc: bool = True
-    control_chars: bool = True
-    whitespace: bool = True
-    html: bool = True
-    fullwidth_punct: bool = False
+    nfkc: bool = Field(True, description="Unicode NFKC (full-width letters/digits to ASCII); punctuation width kept")
+    control_chars: bool = Field(True, description="drop control and zero-width characters (keeps \\n and \\t)")
+    whitespace: bool = Field(True, description="trim ends and trailing spaces, CRLF to LF, at most 2 blank lines")
+    html: bool = Field(True, description="strip HTML tags and entities outside code blocks")
+    punct_width: Literal["keep", "half", "full"] = Field(
+        "keep", description="half: full-width punctuation to ASCII; full: ASCII punctuation after CJK to full-width")
     seed_regex: bool = Field(False, description="the seed's keep-only-letters/digits/CJK rule; destroys JSON/code")
 
 
 class PrepareConfig(_Section):
-    """Validation, cleaning, dedup, PII scrubbing and augmentation done by `zerotune prepare`."""
+    """Validation, cleaning, dedup, PII scrubbing, augmentation and splitting done by `zerotune prepare`."""
 
-    format: Literal["auto", "io", "alpaca", "messages", "sharegpt", "csv"] = "auto"
-    input_field: str = "input"
-    output_field: str = "output"
-    skip_invalid: bool = False
-    max_errors: int = Field(50, ge=1)
+    format: Literal["auto", "io", "alpaca", "messages", "sharegpt", "csv"] = Field(
+        "auto", description="auto: detected per file; csv: a CSV/TSV file mapped through the field names")
+    input_field: str = Field("input", description="input column/key of io rows and CSV files")
+    output_field: str = Field("output", description="output column/key of io rows and CSV files")
+    category_field: str | None = Field(None, description="key stratifying the split; None = 'category' if present")
+    categories: tuple[str, ...] = Field((), description="expected categories; the report names uncovered ones")
+    allow_mixed_formats: bool = Field(False, description="accept files whose rows mix formats")
+    skip_invalid: bool = Field(False, description="keep going past bad rows; they go to rejects.jsonl with reasons")
+    max_errors: int = Field(50, ge=1, description="problems listed before the rest are only counted")
+    max_line_bytes: int = Field(1_000_000, ge=1024, description="longer lines are rejected unread")
     clean: CleanConfig = CleanConfig()
     dedup: Literal["none", "exact", "near"] = "near"
-    near_dup_threshold: float = Field(0.9, gt=0, le=1)
-    pii: Literal["off", "redact", "drop"] = "off"
+    near_dup_threshold: float = Field(0.9, gt=0, le=1, description="MinHash Jaccard at which rows count as one")
+    near_dup_max_rows: int = Field(100_000, ge=0, description="near dedup is skipped (and reported) above this")
+    pii: Literal["off", "flag", "redact", "drop"] = Field(
+        "flag", description="flag: count hits in the report; redact: replace them; drop: reject the row")
+    pii_rules: str | None = Field(None, description="YAML rule profile for PII; None = the shipped profile")
     too_long: Literal["drop", "truncate"] = "drop"
-    category_field: str | None = None
-    augment_slots: Literal["auto", "on", "off"] = "auto"
-    augment_ratio: float = Field(1.0, ge=0)
+    templates: str | None = Field(None, description="YAML spec of {slot} templates to fill (augmentation)")
+    translate_src: str = Field("zh", description="language of the data, for back-translation")
+    translate_pivot: str = Field("en", description="language back-translation goes through")
+    augment_ratio: float = Field(1.0, ge=0, description="share of train rows back-translated when a translator is set")
 
 
 class DataConfig(_Section):
@@ -101,6 +111,8 @@ class TrainConfig(_Section):
     checkpoint_every_steps: int | None = Field(None, ge=1)
     checkpoint_every_minutes: float | None = Field(10.0, gt=0)
     keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_mirror: str | None = Field(None, description="second folder that receives every checkpoint "
+                                                            "(e.g. a mounted Google Drive)")
 
 
 class GenerateConfig(_Section):
@@ -116,9 +128,32 @@ class EvalConfig(_Section):
 
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
-    exact_match: float = 0.85
-    bleu4: float = 0.32
-    robustness: float = 0.8
+    exact_match: float = Field(0.85, ge=0, le=1, description="pass bar for exact match (met at >=)")
+    bleu4: float = Field(0.32, ge=0, le=1, description="pass bar for corpus BLEU-4 on a 0..1 scale")
+    robustness: float = Field(
+        0.8, ge=0, description="tuned score on perturbed inputs >= this x base's (or x own clean score without base)")
+    robustness_seed: int = Field(0, description="seed of the input perturbations, same for base and tuned")
+    worst_n: int = Field(10, ge=0, description="failed samples shown with a diff in the report")
+
+
+class ServeConfig(_Section):
+    """The OpenAI-compatible server and its content filter (`zerotune serve`). The API key is not here: it is
+    a secret, so it comes from --api-key or ZEROTUNE_API_KEY, never from a run's config.yaml."""
+
+    host: str = Field("127.0.0.1", description="interface to bind; loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535, description="0 = any free port")
+    filter: str | None = Field(
+        "pii", description="content filter profile: a name in configs/filters (pii, seed, strict) or a YAML path; "
+        "None or 'off' = no filter")
+    audit_log: str | None = Field(None, description="JSONL of filter events; None = RUN_DIR/audit.jsonl, "
+                                  "else ./zerotune-audit.jsonl")
+    hold_back: int = Field(64, ge=1, description="characters of a streamed reply held back so a pattern split "
+                           "across chunks is still caught")
+    max_queue: int = Field(64, ge=1, description="requests waiting for the model before new ones get 429")
+    max_batch: int = Field(8, ge=1, description="requests answered in one generate call")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long the first request waits for others to batch with")
+    max_tokens: int = Field(1024, ge=1, description="cap on a request's max_tokens")
+    max_prompt_chars: int = Field(32000, ge=1, description="longer prompts are refused with 400")
 
 
 class Config(_Section):
@@ -130,6 +165,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 class ConfigError(ValueError):
