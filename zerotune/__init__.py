@@ -21,23 +21,45 @@ __all__ = ["Config", "load_config", "prepare", "train", "evaluate", "export", "s
 __version__ = "0.1.0"
 
 
-def prepare(paths: list[str], out: str, cfg: Config | None = None, *, progress: bool = True, **kwargs) -> dict:
+def prepare(paths: list[str], out: str, cfg: Config | None = None, *, token_budget: bool = True,
+            progress: bool = True, **kwargs) -> dict:
     """Validate, clean, dedup, augment and split data files into out/ (train.jsonl, eval.jsonl, report).
 
     Args:
         paths: data files.
         out: output folder.
-        cfg: config (its data.prepare section); defaults when None.
+        cfg: config (data.prepare, data.max_seq_len, model for the token budget); defaults when None.
+        token_budget: drop/truncate rows over data.max_seq_len tokens of cfg.model's tokenizer and template.
         progress: progress bars.
-        kwargs: passed to zerotune.data.prepare.prepare (translator, template_spec, count_tokens...).
+        kwargs: passed to zerotune.data.prepare.prepare (translator, template_spec...).
     Returns:
         The quality report as a dict.
     """
     from zerotune.data.prepare import prepare as _prepare
 
     cfg = cfg or Config()
+    if token_budget:
+        kwargs.setdefault("count_tokens", _token_counter(cfg))
+        kwargs.setdefault("max_tokens", cfg.data.max_seq_len)
     return _prepare(list(paths), out, cfg.data.prepare, eval_fraction=cfg.data.eval_fraction, seed=cfg.train.seed,
                     progress=progress, **kwargs)
+
+
+def _token_counter(cfg: Config):
+    """Tokens of a conversation as training will see it: the model's tokenizer and chat template."""
+    from zerotune.data.tokenize import with_system
+    from zerotune.models.loading import load_tokenizer, resolve_source
+    from zerotune.models.templates import render, resolve_format
+
+    source = resolve_source(cfg.model.name)
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name or source.path)
+
+    def count(messages: list[dict]) -> int:
+        text = render(tokenizer, fmt, with_system(messages, cfg.model.system_prompt), add_generation_prompt=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 def train(cfg: Config, *, progress: bool = True, compare: bool = True, restart: bool = False) -> dict:

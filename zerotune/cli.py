@@ -76,6 +76,37 @@ def config_schema() -> None:
 
 
 @app.command(context_settings=EXTRA)
+def prepare(
+    ctx: typer.Context,
+    data: list[str] = typer.Argument(..., help="data files (JSONL, JSON, CSV)"),
+    out: str = typer.Option(..., "--out", "-o", help="output folder"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    format_: Optional[str] = typer.Option(None, "--format", help="auto | io | alpaca | messages | sharegpt | csv"),
+    model: Optional[str] = typer.Option(None, "--model", help="model whose tokenizer sets the token budget"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="keep going; bad rows go to rejects.jsonl"),
+    templates: Optional[str] = typer.Option(None, "--templates", help="YAML spec of {slot} templates to fill"),
+    token_budget: bool = typer.Option(True, "--token-budget/--no-token-budget",
+                                      help="drop rows over data.max_seq_len tokens of the model's template"),
+) -> None:
+    """Validate, clean, dedup, scrub PII, augment and split data; writes a 3C quality report."""
+    cfg = _config(config, list(ctx.args))
+    cfg = update(cfg, model={"name": model})
+    cfg = update(cfg, data={"prepare": {**cfg.data.prepare.model_dump(mode="json"),
+                                        **{k: v for k, v in {"format": format_, "templates": templates}.items() if v},
+                                        **({"skip_invalid": True} if skip_invalid else {})}})
+    report = zerotune.prepare(data, out, cfg, token_budget=token_budget)
+    typer.echo(_prepare_summary(report, out))
+
+
+def _prepare_summary(report: dict, out: str) -> str:
+    s = report["summary"]
+    lines = [f"{s['rows_in']} input rows -> {s['train']} train + {s['eval']} eval ({s['augmented']} augmented), "
+             f"{s['rejected']} left out" + (f" (reasons in {Path(out) / 'rejects.jsonl'})" if s["rejected"] else ""),
+             f"report: {Path(out) / 'report.md'}"]
+    return "\n".join(lines)
+
+
+@app.command(context_settings=EXTRA)
 def train(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)"),

@@ -69,14 +69,72 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return order
 
 
+def replay_pick(n_old: int, count: int, seed: int, epoch: int) -> list[int]:
+    """Which old rows an epoch replays: `count` indices, fixed by (seed, epoch) so a resumed run replays
+    the same ones, and different each epoch so more of the old data is seen over a run. Every old row
+    is drawn once before any is drawn twice."""
+    if n_old == 0 or count == 0:
+        return []
+    rng = random.Random(f"replay:{seed}:{epoch}")  # its own stream: the epoch shuffle stays as it was
+    picked: list[int] = []
+    while len(picked) < count:
+        rows = list(range(n_old))
+        rng.shuffle(rows)
+        picked.extend(rows[: count - len(picked)])
+    return picked
+
+
+def epoch_examples(examples: list[Example], replay: list[Example], replay_count: int, seed: int,
+                   epoch: int) -> list[Example]:
+    """One epoch's examples: the new ones plus `replay_count` old ones (continual learning)."""
+    if not replay_count:
+        return examples
+    return examples + [replay[i] for i in replay_pick(len(replay), replay_count, seed, epoch)]
+
+
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     """Optimizer steps in one epoch (the last, smaller batch counts as a step)."""
     return max(1, -(-n_examples // batch_size))
 
 
-def step_batches(examples: list[Example], batch_size: int, row_tokens: int, seed: int, epoch: int):
-    """Yield, for each optimizer step of an epoch, its list of packed micro-batch rows."""
+@dataclass(frozen=True)
+class StepBatch:
+    """One optimizer step: this process's micro-batch rows and the size of the whole step."""
+
+    rows: list[PackedRow]
+    n_target: int  # answer tokens of the step in all processes: what the loss is divided by
+    n_tokens: int  # tokens of the step in all processes
+
+
+def no_targets(example: Example) -> Example:
+    """The example with nothing to learn: filler for a process that has run out of work in a step."""
+    return Example(example.input_ids, [-100] * len(example.labels))
+
+
+def _process_rows(chunk: list[Example], row_tokens: int, rank: int, world: int) -> list[PackedRow]:
+    """This process's rows of a step: every world-th example, packed. All processes get as many rows as
+    the busiest one (padded with rows that have no answer tokens): FSDP and ZeRO-3 gather weights
+    collectively in every forward, and DDP needs every process in each step's one gradient all-reduce."""
+    shares = [split_rows(chunk[r::world], row_tokens) for r in range(world)]
+    mine = shares[rank] + [[no_targets(chunk[0])]] * (max(len(s) for s in shares) - len(shares[rank]))
+    return [pack(row) for row in mine]
+
+
+def step_batches(examples: list[Example], batch_size: int, row_tokens: int, seed: int, epoch: int, *,
+                 rank: int = 0, world: int = 1):
+    """Yield each optimizer step of an epoch as a StepBatch.
+
+    Args:
+        examples: the epoch's examples (see epoch_examples).
+        batch_size: examples per optimizer step.
+        row_tokens: most tokens in one packed row.
+        seed, epoch: fix the shuffle.
+        rank, world: this process and how many train together; each takes a share of every step,
+            so the steps are the same whatever the number of processes.
+    """
     order = epoch_order(len(examples), seed, epoch)
     for start in range(0, len(order), batch_size):
         chunk = [examples[i] for i in order[start:start + batch_size]]
-        yield [pack(row) for row in split_rows(chunk, row_tokens)]
+        rows = ([pack(row) for row in split_rows(chunk, row_tokens)] if world == 1
+                else _process_rows(chunk, row_tokens, rank, world))
+        yield StepBatch(rows, sum(e.n_target for e in chunk), sum(len(e.input_ids) for e in chunk))

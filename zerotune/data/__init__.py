@@ -1,0 +1,1 @@
+"""Data engineering: read and validate raw files, clean, dedup, scrub, augment, split and report."""
