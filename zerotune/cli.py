@@ -89,7 +89,9 @@ def prepare(
                                       help="drop rows over data.max_seq_len tokens of the model's template"),
 ) -> None:
     """Validate, clean, dedup, scrub PII, augment and split data; writes a 3C quality report."""
-    cfg = _config(config, list(ctx.args))
+    overrides = [d for d in data if "=" in d and not Path(d).exists()]  # key=value lands among the files
+    data = [d for d in data if d not in overrides]
+    cfg = _config(config, list(ctx.args) + overrides)
     cfg = update(cfg, model={"name": model})
     cfg = update(cfg, data={"prepare": {**cfg.data.prepare.model_dump(mode="json"),
                                         **{k: v for k, v in {"format": format_, "templates": templates}.items() if v},
@@ -103,7 +105,9 @@ def _prepare_summary(report: dict, out: str) -> str:
     lines = [f"{s['rows_in']} input rows -> {s['train']} train + {s['eval']} eval ({s['augmented']} augmented), "
              f"{s['rejected']} left out" + (f" (reasons in {Path(out) / 'rejects.jsonl'})" if s["rejected"] else ""),
              f"report: {Path(out) / 'report.md'}"]
-    return "\n".join(lines)
+    from zerotune.data.report import slot_summary
+
+    return "\n".join(lines[:1] + slot_summary(report) + lines[1:])
 
 
 @app.command(context_settings=EXTRA)

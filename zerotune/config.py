@@ -7,14 +7,23 @@ names the key, and every model is frozen so a resolved config cannot drift durin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any, info) -> Any:
+        """YAML reads a bare on/off as true/false; give on/off settings their words back."""
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and "on" in get_args(field.annotation):
+            return "on" if value else "off"
+        return value
 
 
 class ModelConfig(_Section):
@@ -63,6 +72,7 @@ class PrepareConfig(_Section):
     skip_invalid: bool = Field(False, description="keep going past bad rows; they go to rejects.jsonl with reasons")
     max_errors: int = Field(50, ge=1, description="problems listed before the rest are only counted")
     max_line_bytes: int = Field(1_000_000, ge=1024, description="longer lines are rejected unread")
+    workers: int = Field(1, ge=1, description="processes for JSONL inputs; >1 pays only with idle physical cores")
     clean: CleanConfig = CleanConfig()
     dedup: Literal["none", "exact", "near"] = "near"
     near_dup_threshold: float = Field(0.9, gt=0, le=1, description="MinHash Jaccard at which rows count as one")
@@ -75,6 +85,17 @@ class PrepareConfig(_Section):
     translate_src: str = Field("zh", description="language of the data, for back-translation")
     translate_pivot: str = Field("en", description="language back-translation goes through")
     augment_ratio: float = Field(1.0, ge=0, description="share of train rows back-translated when a translator is set")
+    # auto follows measurements: fresh Latin/digit values lifted exact match 84% -> 97% on English JSON
+    # extraction; fresh Han values made a Chinese clinic task worse (42% -> 27%), its misses being phrasing.
+    slot_swap: Literal["auto", "on", "off"] = Field(
+        "auto", description="train copies with each copied value replaced by a fresh one of its kind; auto: "
+        "Latin/digit copy slots, not in Chinese/Japanese data; on: also Han values (jieba dictionary words)")
+    slot_swap_ratio: float = Field(1.0, ge=0, description="slot-swapped copies per train row (a fraction: that "
+                                   "share of rows gets one more)")
+    phrasing_mix: Literal["auto", "on", "off"] = Field(
+        "auto", description="train rows refilled with another row's copied values; auto: on for Chinese/Japanese "
+        "data")
+    phrasing_mix_ratio: float = Field(1.0, ge=0, description="phrasing-mixed rows per train row with copy slots")
 
 
 class DataConfig(_Section):
@@ -86,6 +107,10 @@ class DataConfig(_Section):
     max_eval_rows: int = Field(200, ge=0)
     max_seq_len: int = Field(1024, ge=16)
     pack: bool = True
+    replay: float = Field(0.0, ge=0, description="continual learning: old rows mixed into every epoch per new row "
+                                                  "(limits forgetting); which old rows varies by epoch")
+    replay_data: str | None = Field(None, description="the old rows to replay; None = train.init_adapter's "
+                                                      "data/train.jsonl")
     prepare: PrepareConfig = PrepareConfig()
 
 
@@ -113,6 +138,8 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
     checkpoint_mirror: str | None = Field(None, description="second folder that receives every checkpoint "
                                                             "(e.g. a mounted Google Drive)")
+    init_adapter: str | None = Field(None, description="continue training this adapter (a run directory or an "
+                                                       "adapter folder); its r/alpha/targets are used")
 
 
 class GenerateConfig(_Section):

@@ -40,3 +40,11 @@ def test_overrides_and_round_trip(tmp_path):
 def test_bad_value_names_field():
     with pytest.raises(ConfigError, match="lora.r"):
         build_config({}, ["lora.r=0"])
+
+
+def test_yaml_on_off_words_stay_words(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  prepare:\n    slot_swap: off\ntrain:\n  gradient_checkpointing: on\n")
+    cfg = load_config(path, ["data.prepare.phrasing_mix=off"])
+    assert cfg.data.prepare.slot_swap == "off" and cfg.data.prepare.phrasing_mix == "off"
+    assert cfg.train.gradient_checkpointing == "on"

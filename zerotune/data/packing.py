@@ -4,6 +4,9 @@ An optimizer step takes a fixed number of examples (the effective batch). They a
 in rows of at most `row_tokens` tokens, each example with its own position ids starting at 0. With
 no attention mask and no KV cache, transformers derives per-example attention from those position
 ids, so no token attends across an example boundary and no compute is spent on padding.
+
+Several processes training together (accelerate) each pack every world-th example of a step, so a
+step holds the same examples however many processes share it.
 """
 
 from __future__ import annotations
@@ -107,8 +110,9 @@ class StepBatch:
 
 
 def no_targets(example: Example) -> Example:
-    """The example with nothing to learn: filler for a process that has run out of work in a step."""
-    return Example(example.input_ids, [-100] * len(example.labels))
+    """The example's first token with nothing to learn: the cheapest filler for a process that has run
+    out of work in a step (its forward still reaches every weight, with zero gradient)."""
+    return Example(example.input_ids[:1], [-100])
 
 
 def _process_rows(chunk: list[Example], row_tokens: int, rank: int, world: int) -> list[PackedRow]:
@@ -135,6 +139,4 @@ def step_batches(examples: list[Example], batch_size: int, row_tokens: int, seed
     order = epoch_order(len(examples), seed, epoch)
     for start in range(0, len(order), batch_size):
         chunk = [examples[i] for i in order[start:start + batch_size]]
-        rows = ([pack(row) for row in split_rows(chunk, row_tokens)] if world == 1
-                else _process_rows(chunk, row_tokens, rank, world))
-        yield StepBatch(rows, sum(e.n_target for e in chunk), sum(len(e.input_ids) for e in chunk))
+        yield StepBatch(_process_rows(chunk, row_tokens, rank, world), sum(e.n_target for e in chunk), sum(len(e.input_ids) for e in chunk))

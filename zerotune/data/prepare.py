@@ -3,6 +3,9 @@
     read + validate -> clean -> PII -> exact dedup -> token budget     (one streaming pass)
     -> near dedup -> stratified split -> augment (train only) -> write -> report
 
+Augmentation: template specs and back-translation when given, and (by default, where the data calls for
+it) rows with fresh copy-slot values or other rows' phrasing (augment.augment_for_training).
+
 Everything is written into a hidden staging folder next to OUT and moved into place only when the
 whole run succeeded, so a failed run never leaves a half-written train.jsonl behind.
 """
@@ -22,18 +25,20 @@ import numpy as np
 import orjson
 
 from zerotune.config import PrepareConfig
-from zerotune.data.augment import Translator, back_translate, fill_templates
+from zerotune.data.augment import Translator, augment_for_training, back_translate, fill_templates
 from zerotune.data.dedup import NearDedup, row_digest
 from zerotune.data.formats import DataError
 from zerotune.data.reader import Problem
-from zerotune.data.report import build_report, write_report
+from zerotune.data.report import build_report, slot_warnings, write_report
 from zerotune.data.split import stratified_split
 from zerotune.data.rowwork import encode_row
+from zerotune.data.slots import keeps_copies
 from zerotune.data.stream import CountTokens, Rejects, StreamPass, fit_budget
 
 log = logging.getLogger(__name__)
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.md", "report.json", "report.png", "rejects.jsonl")
 ROWS_FILE = "rows.tmp.jsonl"
+SLOT_AUGMENTATIONS = ("slot_swap", "template_mix")
 
 
 @contextmanager
@@ -105,17 +110,21 @@ def _near_dedup(run: StreamPass, rows: Path, cfg: PrepareConfig,
     return near, removed, f"threshold {cfg.near_dup_threshold}"
 
 
-def _generate(run: StreamPass, rows: Path, train: np.ndarray, cfg: PrepareConfig, seed: int,
-              template_spec: str | None, translator: Translator | None, progress: bool) -> list[dict]:
-    made = fill_templates(template_spec, seed) if template_spec else []
-    if translator is not None and cfg.augment_ratio > 0:
-        pool = np.flatnonzero(train)
-        k = min(len(pool), round(len(pool) * cfg.augment_ratio))
-        wanted = np.zeros(run.kept, dtype=bool)
-        wanted[np.random.default_rng(seed).choice(pool, k, replace=False)] = True
-        sources = [row for _, row in _read_rows(rows, wanted)]
-        made += back_translate(sources, translator, cfg.translate_src, cfg.translate_pivot, progress=progress)
-    return made
+def _generate(train_rows: list[dict], cfg: PrepareConfig, seed: int, template_spec: str | None,
+              translator: Translator | None, progress: bool, copy_names: list[str]) -> tuple[list[dict], Counter]:
+    """Template and back-translated rows, and the paraphrases left out because they lost a copied value."""
+    made, lost = fill_templates(template_spec, seed) if template_spec else [], Counter()
+    if translator is not None and cfg.augment_ratio > 0 and train_rows:
+        k = min(len(train_rows), round(len(train_rows) * cfg.augment_ratio))
+        picks = np.random.default_rng(seed).choice(len(train_rows), k, replace=False)
+        sources = [train_rows[i] for i in sorted(picks)]
+        paraphrases = back_translate(sources, translator, cfg.translate_src, cfg.translate_pivot, progress=progress)
+        # An answer that copies a value the paraphrase no longer holds would teach the model to invent it.
+        kept = [row for row in paraphrases if keeps_copies(row, copy_names)]
+        if len(kept) < len(paraphrases):
+            lost["copied value lost in translation"] = len(paraphrases) - len(kept)
+        made += kept
+    return made, lost
 
 
 def _admit(run: StreamPass, near: NearDedup | None, made: list[dict]) -> tuple[list[dict], Counter]:
@@ -144,7 +153,9 @@ def _admit(run: StreamPass, near: NearDedup | None, made: list[dict]) -> tuple[l
         if encode_row(new) is None:  # a translator may return a lone surrogate
             dropped["invalid Unicode"] += 1
             continue
-        if near is not None and near.add(run.kept + len(kept), messages) is not None:
+        # Slot swaps and phrasing mixes are near duplicates of their sources by design: exact dedup only.
+        near_checked = near is not None and row.get("augmented") not in SLOT_AUGMENTATIONS
+        if near_checked and near.add(run.kept + len(kept), messages) is not None:
             dropped["near duplicate"] += 1
             continue
         seen.add(digest)
@@ -164,7 +175,8 @@ def _write_splits(out: Path, rows: Path, keep: np.ndarray, is_eval: np.ndarray, 
 
 def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, *, eval_fraction: float = 0.1,
             seed: int = 42, count_tokens: CountTokens | None = None, max_tokens: int | None = None,
-            template_spec: str | None = None, translator: Translator | None = None, progress: bool = True) -> dict:
+            template_spec: str | None = None, translator: Translator | None = None, progress: bool = True,
+            vocab: list[str] | None = None) -> dict:
     """Validate, clean, dedup, scrub, augment and split data files into OUT.
 
     Args:
@@ -178,6 +190,7 @@ def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, 
         template_spec: YAML template spec to fill (overrides cfg.templates).
         translator: back-translation backend; None means no back-translation.
         progress: tqdm progress bars on stderr.
+        vocab: words slot swap draws Latin values from (e.g. the tokenizer's whole words); None = shipped list.
     Returns:
         The report dict (also written as report.json).
     Raises:
@@ -198,16 +211,27 @@ def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, 
             keep = ~removed
             original = np.frombuffer(bytes(run.augmented), dtype=np.uint8) == 0
             is_eval = stratified_split(run.category, eval_fraction, seed, eligible=keep & original)
-            made = _generate(run, rows, keep & ~is_eval & original, cfg, seed,
-                             template_spec or cfg.templates, translator, progress)
+            train_rows = [row for _, row in _read_rows(rows, keep & ~is_eval & original)]
+            eval_rows = [row for _, row in _read_rows(rows, keep & is_eval)]
+            slotted, slots = augment_for_training(train_rows, eval_rows, cfg, seed=seed, vocab=vocab)
+            made, lost = _generate(train_rows, cfg, seed, template_spec or cfg.templates, translator, progress,
+                                   slots["copy_fields"])
+            del train_rows, eval_rows
+            made += slotted
             extra, dropped = _admit(run, near, made)
+            made_by = Counter(r.get("augmented", "template") for r in made) + Counter(
+                {"back_translation": sum(lost.values())})
+            dropped.update(lost)
             _write_splits(tmp, rows, keep, is_eval, extra)
         finally:
             rejects.close()
         rows.unlink()
         for warning in run.warnings:
             log.warning(warning)
-        report = build_report(run, cfg, keep=keep, is_eval=is_eval, extra=extra, made=len(made), dropped=dropped,
-                              near_note=near_note, seed=seed, eval_fraction=eval_fraction)
+        report = build_report(run, cfg, keep=keep, is_eval=is_eval, extra=extra, made=sum(made_by.values()),
+                              dropped=dropped, near_note=near_note, seed=seed, eval_fraction=eval_fraction,
+                              made_by=dict(made_by), slots=slots)
+        for warning in slot_warnings(slots):
+            log.warning(warning)
         write_report(tmp, report)
     return report

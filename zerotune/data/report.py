@@ -1,6 +1,6 @@
 """The 3C quality report of prepare: report.json (everything), report.md (for people), report.png.
 
-Consistency (formats and schema problems), coverage (categories, length distributions) and
+Consistency (formats and schema problems), coverage (categories, length distributions, copy slots) and
 cleanliness (duplicates, PII, cleaning, rejects), with row counts before and after every step so
 each input row is accounted for.
 """
@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from zerotune.data.slots import COPY_RATE, SPAN
+
+SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"))  # row tag, config/report key
 
 
 def length_histogram(lengths: Sequence[int]) -> dict:
@@ -104,9 +108,90 @@ def _cleanliness_md(c: dict) -> list[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _slot_note(name: str, entry: dict) -> str:
+    if entry["memorise_risk"]:
+        return "memorise risk: few distinct values"
+    if entry["copy_field"]:
+        return ""
+    if name == SPAN:
+        return "free-text spans: reported, not augmented"
+    if entry["copy_rate"] < COPY_RATE:
+        return f"a label: copied in only {entry['copy_rate']:.0%} of its rows"
+    return "too few rows to count"
+
+
+def _slots_md(slots: dict | None) -> list[str]:
+    if not slots:
+        return []
+    cov = slots["coverage"]
+    lines = ["", "### Copy slots", "",
+             f"{cov['rows_with_slots']} of {cov['rows']} train rows copy values from their input into the answer."]
+    if not cov["slots"]:
+        return lines
+    rows = [(_cell(name), e["kind"], e["rows"], f"{e['copy_rate']:.0%}", e["distinct"],
+             _cell(", ".join(f"{v} x{c}" for v, c in e["top"][:3])),
+             "" if e["eval_unseen"] is None else f"{e['eval_unseen']:.0%} of {e['eval_rows']}", _slot_note(name, e))
+            for name, e in cov["slots"].items()]
+    return lines + ["", *_table(("slot", "kind", "rows", "copied", "distinct", "top values",
+                                 "eval values unseen in train", "note"), rows)]
+
+
+def _augmentation_md(report: dict) -> list[str]:
+    aug, slots, why, skipped = report.get("augmentation") or {}, report.get("slots"), {}, {}
+    for kind, key in SLOT_KINDS:
+        if slots:
+            part = slots[key]
+            why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] else "")
+            skipped[kind] = part["skipped"]
+    why.update({"back_translation": "a translator was given", "template": "a template spec was given"})
+    kinds = [k for k in why if k in aug or k in skipped]
+    if not kinds:
+        return []
+    rows = [(k, aug.get(k, {}).get("generated", 0), aug.get(k, {}).get("added", 0), _cell(why[k])) for k in kinds]
+    lines = ["", "## Augmentation (train only)", "", *_table(("kind", "generated", "added", "why"), rows)]
+    lines += [f"- {kind} not made: " + ", ".join(f"{n} {r}" for r, n in reasons.items())
+              for kind, reasons in skipped.items() if reasons]
+    return lines
+
+
+def slot_summary(report: dict) -> list[str]:
+    """Two short lines on copy slots and the augmentation they drove (for the CLI)."""
+    slots = report.get("slots")
+    if not slots or not slots["copy_fields"]:
+        return ["copy slots: none found"]
+    cov = slots["coverage"]["slots"]
+    found = ", ".join(f"{n} ({cov[n]['kind']}, {cov[n]['distinct']} distinct"
+                      + (", memorise risk)" if cov[n]["memorise_risk"] else ")") for n in slots["copy_fields"])
+    aug = report.get("augmentation", {})
+    made = "; ".join(f"{key} +{aug.get(tag, {}).get('added', 0)} rows" if slots[key]["on"]
+                     else f"{key} off ({slots[key]['why']})" for tag, key in SLOT_KINDS)
+    return [f"copy slots: {found}", f"augmentation: {made}"]
+
+
+def slot_warnings(slots: dict | None) -> list[str]:
+    """A warning per copy slot whose values repeat so much that a model may memorise them."""
+    if not slots:
+        return []
+    out = []
+    for name, e in slots["coverage"]["slots"].items():
+        if not e["memorise_risk"]:
+            continue
+        help_ = ("slot swap adds fresh values" if name in slots["slot_swap"]["slots"] else
+                 "phrasing mix recombines them" if name in slots["phrasing_mix"]["slots"] else
+                 "more varied values, or prepare.slot_swap=on, would help")
+        out.append(f"copy slot {name!r}: {e['distinct']} distinct values in {e['rows']} train rows (most common "
+                   f"{e['top'][0][0]!r} x{e['top'][0][1]}); a model may memorise them instead of copying; {help_}")
+    return out
+
+
 def render_markdown(report: dict) -> str:
     """report.md text from the report dict."""
     lines = _summary_md(report) + _consistency_md(report["consistency"]) + _coverage_md(report["coverage"])
+    lines += _slots_md(report.get("slots")) + _augmentation_md(report)
     lines += _cleanliness_md(report["cleanliness"])
     if report["warnings"]:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report["warnings"])]
@@ -183,7 +268,7 @@ def write_report(out_dir: str | Path, report: dict) -> None:
     plot(report, out / "report.png")
 
 
-def _step_table(run, cfg, near_note: str, n_train: int, n_eval: int, extra: int, made: int,
+def _step_table(run, cfg, near_note: str, n_train: int, n_eval: int, extra: list[dict], made: int,
                 dropped: dict) -> list[dict]:
     stages, steps, after = run.rejects.by_stage, [], run.rows_in
 
@@ -201,8 +286,10 @@ def _step_table(run, cfg, near_note: str, n_train: int, n_eval: int, extra: int,
     step("near dedup", stages["near_duplicate"], near_note)
     step("split", 0, f"{n_train} train / {n_eval} eval")
     why = ", ".join(f"{v} {k}" for k, v in dropped.items())
-    steps.append({"step": "augment (train only)", "before": after, "after": after + extra,
-                  "note": f"{made} generated, {extra} added" + (f"; left out: {why}" if why else "")})
+    kinds = Counter(r.get("augmented", "template") for r in extra)
+    by_kind = f" ({', '.join(f'{n} {k}' for k, n in kinds.items())})" if kinds else ""
+    steps.append({"step": "augment (train only)", "before": after, "after": after + len(extra),
+                  "note": f"{made} generated, {len(extra)} added{by_kind}" + (f"; left out: {why}" if why else "")})
     return steps
 
 
@@ -227,9 +314,20 @@ def _categories(run, keep: np.ndarray, is_eval: np.ndarray, extra: list[dict]) -
     return rows
 
 
+def _augmentation(extra: list[dict], made_by: dict | None) -> dict:
+    added = Counter(r.get("augmented", "template") for r in extra)
+    return {k: {"generated": (made_by or {}).get(k, added[k]), "added": added[k]}
+            for k in sorted(set(made_by or {}) | set(added))}
+
+
 def build_report(run, cfg, *, keep: np.ndarray, is_eval: np.ndarray, extra: list[dict], made: int,
-                 dropped: dict, near_note: str, seed: int, eval_fraction: float) -> dict:
-    """The report dict from the streaming pass (a StreamPass) and the steps after it."""
+                 dropped: dict, near_note: str, seed: int, eval_fraction: float, made_by: dict | None = None,
+                 slots: dict | None = None) -> dict:
+    """The report dict from the streaming pass (a StreamPass) and the steps after it.
+
+    made_by counts generated rows per augmentation kind; slots is augment_for_training's report (copy-slot
+    coverage of the train rows and why each slot augmentation ran or not).
+    """
     n_eval = int(is_eval.sum())
     n_train = int(keep.sum()) - n_eval
     cats = _categories(run, keep, is_eval, extra)
@@ -244,7 +342,7 @@ def build_report(run, cfg, *, keep: np.ndarray, is_eval: np.ndarray, extra: list
     return {
         "summary": {"rows_in": run.rows_in, "train": n_train + len(extra), "eval": n_eval, "augmented": len(extra),
                     "rejected": sum(run.rejects.by_stage.values())},
-        "steps": _step_table(run, cfg, near_note, n_train, n_eval, len(extra), made, dropped),
+        "steps": _step_table(run, cfg, near_note, n_train, n_eval, extra, made, dropped),
         "consistency": {"formats": dict(formats), "problems": dict(run.problem_kinds),
                         "mixed_files": [f["path"] for f in run.files if len(f["formats"]) > 1 or f["mixed_rows"]],
                         "problem_examples": [str(p) for p in run.problems[:10]]},
@@ -258,7 +356,8 @@ def build_report(run, cfg, *, keep: np.ndarray, is_eval: np.ndarray, extra: list
                         "truncated": run.truncated, "cleaning": run.cleaner.summary(),
                         "rejects": dict(run.rejects.by_stage),
                         "rejects_file": "rejects.jsonl" if run.rejects.by_stage else None},
-        "inputs": run.files, "warnings": list(run.warnings),
+        "slots": slots, "augmentation": _augmentation(extra, made_by),
+        "inputs": run.files, "warnings": list(run.warnings) + slot_warnings(slots),
         "settings": {"seed": seed, "eval_fraction": eval_fraction, "processes": run.workers,
                      "prepare": cfg.model_dump(mode="json")},
     }
