@@ -77,9 +77,10 @@ def train(cfg: Config, *, progress: bool = True, compare: bool = True, restart: 
 
     result = _train(cfg, progress=progress, restart=restart)
     out = {"run_dir": result.run_dir, "steps": result.steps, "final_loss": result.final_loss,
-           "eval_loss": result.eval_loss, "seconds": result.seconds, "comparison": None}
+           "eval_loss": result.eval_loss, "seconds": result.seconds, "comparison": None,
+           "is_main": result.is_main}
     eval_file = result.run_dir / "data" / "eval.jsonl"
-    if compare and eval_file.is_file() and eval_file.stat().st_size > 0:
+    if compare and result.is_main and eval_file.is_file() and eval_file.stat().st_size > 0:
         out["comparison"] = evaluate(str(result.run_dir), str(eval_file), compare_base=True, robustness=False,
                                      progress=progress)
     return out

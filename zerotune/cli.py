@@ -123,11 +123,14 @@ def train(
     method: Optional[str] = typer.Option(None, "--method", help="lora | qlora | dora | full"),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="score base vs tuned on the eval split"),
     restart: bool = typer.Option(False, "--restart", help="discard this run directory's checkpoints, start over"),
+    init_adapter: Optional[str] = typer.Option(None, "--init-adapter", help="continue this run's adapter (RUN_DIR or "
+                                               "adapter folder); data.replay=R mixes R old rows per new row"),
 ) -> None:
     """Fine-tune a model (LoRA by default) and write a run directory. Extra key=value args override config."""
     cfg = _config(config, list(ctx.args))
     cfg = update(cfg, model={"name": model}, data={"train": data, "eval": eval_data},
-                 train={"output": output, "epochs": epochs, "max_steps": max_steps}, lora={"method": method})
+                 train={"output": output, "epochs": epochs, "max_steps": max_steps, "init_adapter": init_adapter},
+                 lora={"method": method})
     from zerotune.train.recipe import Interrupted
 
     try:
@@ -135,7 +138,8 @@ def train(
     except Interrupted as stop:
         typer.echo(str(stop), err=True)
         raise typer.Exit(stop.exit_code) from None
-    _print_train_summary(result)
+    if result["is_main"]:  # the other processes of an accelerate run print nothing
+        _print_train_summary(result)
 
 
 def _print_train_summary(result: dict) -> None:

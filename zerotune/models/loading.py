@@ -97,7 +97,7 @@ def load_model(source: ModelSource, dtype: torch.dtype = torch.float32, trust_re
 
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if quantization_config is not None:
-        kwargs.update(quantization_config=quantization_config, device_map={"": 0})
+        kwargs.update(quantization_config=quantization_config, device_map={"": torch.cuda.current_device()})
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except (OSError, ValueError) as err:

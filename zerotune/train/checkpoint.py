@@ -11,6 +11,7 @@ checkpoint from either place.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -47,7 +48,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """This process's RNG states (python, numpy, torch, CUDA), as a checkpoint stores them."""
     np_state = np.random.get_state()
     state = {"python": random.getstate(), "torch": torch.get_rng_state(),
              "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:])}
@@ -65,16 +67,36 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights training changes (LoRA matrices, or all of them for full fine-tuning)."""
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+def serialize(obj) -> bytes:
+    """obj as torch.save writes it: how another process's state travels to the main process."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
-def _write(tmp: Path, model, optimizer, scheduler, state: LoopState, fingerprint: dict) -> None:
+def trainable_state(model: torch.nn.Module, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The weights training changes (LoRA matrices, or all of them for full fine-tuning).
+
+    Args:
+        model: the trained model.
+        full: every weight gathered in full, when a sharding engine (FSDP, ZeRO) holds only pieces.
+    """
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            name = name.replace("_fsdp_wrapped_module.", "")
+            out[name] = (p if full is None else full[name]).detach().contiguous().cpu()
+    return out
+
+
+def _write(tmp: Path, model, optimizer, scheduler, state: LoopState, fingerprint: dict,
+           weights: dict | None, rank_files: dict | None) -> None:
     tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    save_file(weights if weights is not None else trainable_state(model), str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    for name, data in (rank_files or {}).items():
+        (tmp / name).write_bytes(data)
     info = {"step": state.step, "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
             "tokens_seen": state.tokens_seen, "scheduler": scheduler.state_dict(), "fingerprint": fingerprint,
             "saved_at": time.time()}
@@ -100,7 +122,8 @@ def _prune(folder: Path, keep: int) -> None:
 
 
 def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: LoopState, *, fingerprint: dict,
-                    keep: int = 2, mirror: Path | None = None) -> Path:
+                    keep: int = 2, mirror: Path | None = None, weights: dict | None = None,
+                    rank_files: dict | None = None) -> Path:
     """Write checkpoints/step-N atomically (and to the mirror), keeping the newest `keep`.
 
     Args:
@@ -110,6 +133,9 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: LoopState
         fingerprint: what the checkpoint may resume into (see recipe.fingerprint).
         keep: how many checkpoints to keep in each place.
         mirror: optional second folder that also receives the checkpoint.
+        weights: the trainable weights when they are not model's own (gathered from shards).
+        rank_files: what the other processes of a multi-process run must get back on resume
+            (rng-rank1.pt...): file name -> its bytes, as `serialize` made them there.
     Returns:
         The checkpoint folder.
     Raises:
@@ -120,7 +146,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, state: LoopState
     tmp = folder / f".tmp-step-{state.step}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        _write(tmp, model, optimizer, scheduler, state, fingerprint)
+        _write(tmp, model, optimizer, scheduler, state, fingerprint, weights, rank_files)
         _publish(tmp, final)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -180,16 +206,32 @@ def read_info(path: Path) -> dict:
     return json.loads((path / "state.json").read_text(encoding="utf-8"))
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> LoopState:
-    """Restore weights, optimizer, scheduler and RNG from a checkpoint; returns the loop state to go on from."""
+def rank_file(path: Path, stem: str, rank: int) -> Path | None:
+    """A process's own file in a checkpoint (rng.pt for the main process, rng-rank1.pt...), if there."""
+    found = path / (f"{stem}.pt" if rank == 0 else f"{stem}-rank{rank}.pt")
+    return found if found.is_file() else None
+
+
+def load_optimizer(path: Path, optimizer, rank: int = 0) -> None:
+    """Restore this process's optimizer state (its own shard when the engine splits it)."""
+    optimizer.load_state_dict(torch.load(rank_file(path, "optimizer", rank) or path / "optimizer.pt",
+                                         weights_only=True))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> LoopState:
+    """Restore weights, optimizer (unless None), scheduler and RNG from a checkpoint; returns the loop
+    state to go on from. `rank` picks a multi-process run's own RNG state."""
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if optimizer is not None:
+        load_optimizer(path, optimizer, rank)
     info = read_info(path)
     scheduler.load_state_dict(info["scheduler"])
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    rng = rank_file(path, "rng", rank)
+    if rng is not None:  # else saved by fewer processes: this one keeps its seeded RNG
+        _set_rng_state(torch.load(rng, weights_only=True))
     return LoopState(step=info["step"], epoch=info["epoch"], step_in_epoch=info["step_in_epoch"],
                      tokens_seen=info["tokens_seen"])

@@ -1,5 +1,5 @@
 """The training loop: one visible function, forward -> loss -> backward -> step, then the log,
-eval and checkpoint blocks."""
+eval and checkpoint blocks. The same loop runs alone or as one of several processes (setup.dist)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
-from zerotune.data.packing import PackedRow, step_batches, steps_per_epoch
+from zerotune.data.packing import (PackedRow, epoch_examples, no_targets, pack, split_rows, step_batches,
+                                   steps_per_epoch)
 from zerotune.data.tokenize import Example
-
-LOGIT_CHUNK = 1024  # answer positions whose logits exist at once; bounds memory for 129k-token vocabularies
+from zerotune.train.distributed import Dist
+from zerotune.train.loss import LOGIT_CHUNK, row_loss  # noqa: F401  (part of the loop's interface)
 
 
 @dataclass
@@ -27,37 +27,6 @@ class LoopState:
     step_in_epoch: int = 0
     tokens_seen: int = 0
     history: list[dict] = field(default_factory=list)
-
-
-def _decoder_and_head(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder(), base.get_output_embeddings()
-
-
-def _chunk_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-
-
-def row_loss(model, row: PackedRow, device: torch.device) -> torch.Tensor:
-    """Summed cross-entropy over a packed row's answer tokens.
-
-    Logits are computed only at positions that have a target, in chunks, and recomputed in the
-    backward pass when there is more than one chunk, so the [tokens x vocab] matrix never exists.
-    """
-    decoder, head = _decoder_and_head(model)
-    hidden = decoder(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
-                     use_cache=False).last_hidden_state  # no mask, no cache: packed examples stay apart
-    labels = row.labels.to(device)
-    keep = labels != -100
-    hidden, targets = hidden[keep], labels[keep]
-    if hidden.shape[0] <= LOGIT_CHUNK:
-        return _chunk_loss(head, hidden, targets)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for i in range(0, hidden.shape[0], LOGIT_CHUNK):
-        part = slice(i, i + LOGIT_CHUNK)
-        total = total + checkpoint(_chunk_loss, head, hidden[part], targets[part], use_reentrant=False)
-    return total
 
 
 @dataclass
@@ -74,6 +43,13 @@ class LoopSetup:
     device: torch.device
     autocast_dtype: torch.dtype | None
     grad_scaler: torch.amp.GradScaler | None = None
+    replay: list[Example] = field(default_factory=list)  # old examples, for continual learning
+    replay_count: int = 0  # old examples mixed into every epoch
+    dist: Dist = field(default_factory=Dist)  # the processes training together (one, usually)
+
+    @property
+    def epoch_size(self) -> int:
+        return len(self.examples) + self.replay_count
 
 
 def _autocast(setup: LoopSetup):
@@ -82,25 +58,30 @@ def _autocast(setup: LoopSetup):
     return torch.autocast(setup.device.type, dtype=setup.autocast_dtype)
 
 
-def train_step(model, optimizer, scheduler, rows: list[PackedRow], setup: LoopSetup) -> tuple[float, int, int]:
+def train_step(model, optimizer, scheduler, rows: list[PackedRow], setup: LoopSetup,
+               n_target: int | None = None) -> tuple[float, int, int]:
     """One optimizer step over a step's micro-batch rows.
 
     The loss is normalised by the answer tokens of the whole step, so splitting the same examples
-    into more or fewer micro-batches gives the same gradient.
+    into more or fewer micro-batches, or over more processes, gives the same gradient.
+    Args:
+        rows: this process's micro-batch rows of the step.
+        n_target: answer tokens of the whole step in all processes (default: those of rows).
     Returns:
-        (mean loss per answer token, answer tokens, all tokens).
+        (mean loss per answer token over the whole step, answer tokens, tokens of rows).
     """
-    n_target = sum(r.n_target for r in rows)
+    n_target = sum(r.n_target for r in rows) if n_target is None else n_target
     total = 0.0
-    for row in rows:
-        with _autocast(setup):
-            loss = row_loss(model, row, setup.device) / max(n_target, 1)
-        (setup.grad_scaler.scale(loss) if setup.grad_scaler else loss).backward()
+    for i, row in enumerate(rows):
+        with setup.dist.micro_batch(last=i == len(rows) - 1):
+            with _autocast(setup):
+                loss = setup.dist.loss(model, row, setup.device) / max(n_target, 1)
+            setup.dist.backward(loss, setup.grad_scaler)
         total += float(loss.detach())
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if setup.grad_scaler:
         setup.grad_scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(params, setup.max_grad_norm)
+    setup.dist.clip(params, setup.max_grad_norm)
     if setup.grad_scaler:
         setup.grad_scaler.step(optimizer)
         setup.grad_scaler.update()
@@ -108,7 +89,7 @@ def train_step(model, optimizer, scheduler, rows: list[PackedRow], setup: LoopSe
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, n_target, sum(r.n_tokens for r in rows)
+    return setup.dist.all_sum([total])[0], n_target, sum(r.n_tokens for r in rows)
 
 
 def run(model, optimizer, scheduler, setup: LoopSetup, state: LoopState, *,
@@ -118,7 +99,7 @@ def run(model, optimizer, scheduler, setup: LoopSetup, state: LoopState, *,
     Args:
         model: the (peft) model, in train mode on setup.device.
         optimizer, scheduler: built for setup.total_steps.
-        setup: data, batch shape, precision.
+        setup: data, batch shape, precision, processes.
         state: where to start (a fresh LoopState, or one restored from a checkpoint).
         on_step: logging / eval / checkpoint hook, given the state and this step's record.
         should_stop: polled after each step (a signal arrived); training stops cleanly when True.
@@ -126,22 +107,24 @@ def run(model, optimizer, scheduler, setup: LoopSetup, state: LoopState, *,
         The final state.
     """
     model.train()
-    per_epoch = steps_per_epoch(len(setup.examples), setup.batch_size)
+    per_epoch = steps_per_epoch(setup.epoch_size, setup.batch_size)
     while state.step < setup.total_steps and state.epoch < setup.epochs:
-        batches = step_batches(setup.examples, setup.batch_size, setup.row_tokens, setup.seed, state.epoch)
-        for i, rows in enumerate(batches):
+        examples = epoch_examples(setup.examples, setup.replay, setup.replay_count, setup.seed, state.epoch)
+        batches = step_batches(examples, setup.batch_size, setup.row_tokens, setup.seed, state.epoch,
+                               rank=setup.dist.rank, world=setup.dist.world)
+        for i, batch in enumerate(batches):
             if i < state.step_in_epoch:
                 continue  # resumed mid-epoch: these steps are already in the weights
             start = time.perf_counter()
-            loss, n_target, n_tokens = train_step(model, optimizer, scheduler, rows, setup)
+            loss, _, _ = train_step(model, optimizer, scheduler, batch.rows, setup, batch.n_target)
             seconds = time.perf_counter() - start
             state.step += 1
             state.step_in_epoch = i + 1
-            state.tokens_seen += n_tokens
+            state.tokens_seen += batch.n_tokens
             record = {"step": state.step, "epoch": round(state.epoch + (i + 1) / per_epoch, 4),
                       "loss": loss if math.isfinite(loss) else float("nan"),
-                      "lr": scheduler.get_last_lr()[0], "tokens": n_tokens, "target_tokens": n_target,
-                      "tokens_per_second": n_tokens / max(seconds, 1e-9)}
+                      "lr": scheduler.get_last_lr()[0], "tokens": batch.n_tokens, "target_tokens": batch.n_target,
+                      "tokens_per_second": batch.n_tokens / max(seconds, 1e-9)}
             on_step(state, record)
             if state.step >= setup.total_steps or should_stop():
                 return state
@@ -152,16 +135,18 @@ def run(model, optimizer, scheduler, setup: LoopSetup, state: LoopState, *,
 
 @torch.no_grad()
 def eval_loss(model, examples: list[Example], setup: LoopSetup) -> float:
-    """Mean cross-entropy per answer token over examples (packed the same way as training)."""
-    from zerotune.data.packing import pack, split_rows
-
+    """Mean cross-entropy per answer token over examples (packed the same way as training), each
+    process scoring every world-th row."""
     was_training = model.training
     model.eval()
+    groups = split_rows(examples, setup.row_tokens)
+    rank, world = setup.dist.rank, setup.dist.world
     total, count = 0.0, 0
-    for row_examples in split_rows(examples, setup.row_tokens):
-        row = pack(row_examples)
+    for k in range(rank, -(-len(groups) // world) * world, world):
+        row = pack(groups[k] if k < len(groups) else [no_targets(examples[0])])  # same forward count everywhere
         with _autocast(setup):
-            total += float(row_loss(model, row, setup.device))
+            total += float(setup.dist.loss(model, row, setup.device))
         count += row.n_target
+    total, count = setup.dist.all_sum([total, count])
     model.train(was_training)
     return total / max(count, 1)

@@ -28,9 +28,10 @@ from zerotune.data.tokenize import tokenize_rows
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
-from zerotune.train import checkpoint, loop
+from zerotune.train import checkpoint, continual, distributed, loop
 from zerotune.train.optim import build_optimizer, build_scheduler
 from zerotune.train.progress import RunLog
+from zerotune.train.signals import Interrupted, StopFlag
 
 
 class TrainError(RuntimeError):
@@ -46,6 +47,7 @@ class TrainResult:
     final_loss: float
     eval_loss: float | None
     seconds: float
+    is_main: bool = True  # False in the other processes of a multi-process run: they write nothing
 
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,8 +91,8 @@ def _quantization(cfg: Config, device: hardware.DeviceInfo, compute: torch.dtype
 
 
 def attach_adapter(model, cfg: Config):
-    """Wrap the base model for training: LoRA/DoRA adapters (base frozen) or, for full fine-tuning,
-    every weight trainable.
+    """Wrap the base model for training: LoRA/DoRA adapters (base frozen; train.init_adapter's when
+    set) or, for full fine-tuning, every weight trainable.
 
     Args:
         model: the loaded base model.
@@ -106,6 +108,9 @@ def attach_adapter(model, cfg: Config):
 
     if cfg.lora.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if cfg.train.init_adapter:
+        return continual.load_adapter(model, continual.adapter_dir(cfg.train.init_adapter), cfg.lora.dropout,
+                                      display_name(cfg.model.name))
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, bias="none",
                       target_modules=resolve_targets(model, cfg.lora.targets), use_dora=cfg.lora.method == "dora",
                       task_type="CAUSAL_LM")
@@ -113,6 +118,7 @@ def attach_adapter(model, cfg: Config):
 
 
 def _total_steps(cfg: Config, n_examples: int) -> tuple[int, int]:
+    """(optimizer steps of the run, epochs they span); n_examples counts an epoch's replayed rows."""
     per_epoch = steps_per_epoch(n_examples, cfg.train.batch_size)
     total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
     return total, math.ceil(total / per_epoch)
@@ -126,21 +132,24 @@ def _write_splits(run_dir: Path, train_rows: list[dict], eval_rows: list[dict]) 
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def save_final(model, tokenizer, run_dir: Path, method: str) -> Path:
-    """Write the final adapter (or full model) atomically: a temporary folder renamed into place."""
+def save_final(model, tokenizer, run_dir: Path, method: str, state_dict: dict | None = None) -> Path:
+    """Write the final adapter (or full model) atomically: a temporary folder renamed into place.
+    state_dict: every weight gathered in full, when a sharding engine holds only pieces."""
     final = run_dir / ("model" if method == "full" else "adapter")
     tmp = run_dir / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    model.save_pretrained(str(tmp), safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
 
 
-def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, tokenized) -> hardware.Plan:
+def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, tokenized,
+                 shards: int = 1) -> hardware.Plan:
     """The same plan `zerotune plan` prints, for this device and data; refuses a run that cannot fit
-    before any weights are loaded."""
+    before any weights are loaded. The plan is for one device: with `shards` processes splitting the
+    state (FSDP, ZeRO) a run over the budget only gets a warning."""
     longest = max(len(e.input_ids) for e in tokenized.examples)
     try:
         model_config = hardware.load_model_config(source.path)
@@ -153,23 +162,37 @@ def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, 
         r=cfg.lora.r, targets=cfg.lora.targets, batch_size=1, precision=cfg.train.precision,
         gradient_checkpointing=cfg.train.gradient_checkpointing, lora_dropout=cfg.lora.dropout,
         allow_qlora=False, model_name=cfg.model.name)
-    if not memory_plan.fits:
+    if not memory_plan.fits and shards > 1:
+        print(f"warning: on one device this run would not fit ({memory_plan.reason}); {shards} processes share "
+              "its state", file=sys.stderr)
+    elif not memory_plan.fits:
         raise TrainError(f"this run does not fit {device.name}: {memory_plan.reason}\n{memory_plan.render()}")
     return memory_plan
 
 
-def fingerprint(cfg: Config, train_rows: list[dict], eval_rows: list[dict]) -> dict:
-    """What a checkpoint may only resume into unchanged: model, data, adapter shape, batch layout."""
-    data = hashlib.sha256(json.dumps([train_rows, eval_rows], sort_keys=True, ensure_ascii=False).encode())
-    return {"model": str(cfg.model.name), "data": data.hexdigest()[:16],
-            "adapter": f"{cfg.lora.method} r={cfg.lora.r} alpha={cfg.lora.alpha} targets={cfg.lora.targets}",
-            "batch": f"size={cfg.train.batch_size} tokens={cfg.train.batch_tokens} seq={cfg.data.max_seq_len}",
-            "seed": str(cfg.train.seed), "template": f"{cfg.model.chat_template} system={cfg.model.system_prompt}"}
+def _digest(rows) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _resume_point(run_dir: Path, cfg: Config, fp: dict, restart: bool) -> Path | None:
-    """The checkpoint to resume from, None to start fresh; refuses a checkpoint of a different run."""
+def fingerprint(cfg: Config, train_rows: list[dict], eval_rows: list[dict], replay_rows: list[dict] = ()) -> dict:
+    """What a checkpoint may only resume into unchanged: model, data, adapter shape, batch layout, and
+    for continual learning the adapter it started from and the old rows it replays."""
+    fp = {"model": str(cfg.model.name), "data": _digest([train_rows, eval_rows]),
+          "adapter": f"{cfg.lora.method} r={cfg.lora.r} alpha={cfg.lora.alpha} targets={cfg.lora.targets}",
+          "batch": f"size={cfg.train.batch_size} tokens={cfg.train.batch_tokens} seq={cfg.data.max_seq_len}",
+          "seed": str(cfg.train.seed), "template": f"{cfg.model.chat_template} system={cfg.model.system_prompt}"}
+    if cfg.train.init_adapter or cfg.data.replay:  # absent otherwise, so checkpoints of earlier versions still resume
+        fp["continual"] = (f"init={cfg.train.init_adapter} replay={cfg.data.replay} "
+                           f"old={_digest(list(replay_rows)) if replay_rows else None}")
+    return fp
+
+
+def _resume_point(run_dir: Path, cfg: Config, fp: dict, restart: bool, main: bool = True) -> Path | None:
+    """The checkpoint to resume from, None to start fresh; refuses a checkpoint of a different run.
+    Only the main process deletes (restart)."""
     mirror = Path(cfg.train.checkpoint_mirror) if cfg.train.checkpoint_mirror else None
+    if restart and not main:
+        return None
     if restart:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         for stale in ("metrics.jsonl", "loss.png"):
@@ -183,7 +206,7 @@ def _resume_point(run_dir: Path, cfg: Config, fp: dict, restart: bool) -> Path |
             print("warning: no intact checkpoint; starting from step 0", file=sys.stderr)
         return None
     saved = checkpoint.read_info(found)["fingerprint"]
-    changed = [f"{k}: {saved.get(k)} -> {v}" for k, v in fp.items() if saved.get(k) != v]
+    changed = [f"{k}: {saved.get(k)} -> {fp.get(k)}" for k in {**saved, **fp} if saved.get(k) != fp.get(k)]
     if changed:
         raise TrainError(f"{run_dir} holds checkpoints of a different run ({'; '.join(changed)}). Resuming would "
                          "be wrong: pass --restart to start over in this directory, or choose another --output.")
@@ -198,43 +221,37 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-class _StopFlag:
-    """SIGTERM / SIGINT ask training to finish the current step, checkpoint and exit."""
-
-    def __init__(self):
-        self.signal: int | None = None
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: finishing this step, saving a checkpoint...", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def __call__(self) -> bool:
-        return self.signal is not None
+def _encode_all(cfg: Config, tokenizer, fmt, *row_sets: list[dict]):
+    return [tokenize_rows(rows, tokenizer, fmt, cfg.data.max_seq_len, system_prompt=cfg.model.system_prompt,
+                          too_long=cfg.data.prepare.too_long) for rows in row_sets]
 
 
-class Interrupted(RuntimeError):
-    """Training stopped on a signal after saving a checkpoint."""
+def _start_run_dir(run_dir: Path, cfg: Config, step: int, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    _truncate_metrics(run_dir / "metrics.jsonl", step)  # steps after it are trained again
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    _write_splits(run_dir, train_rows, eval_rows)
 
-    def __init__(self, step: int, signum: int):
-        super().__init__(f"stopped at step {step} ({signal.Signals(signum).name}); checkpoint saved. "
-                         "Re-run the same command to resume.")
-        self.exit_code = 128 + signum
+
+def _rank_files(dist: distributed.Dist, optimizer) -> dict:
+    """What the other processes must get back from a checkpoint: their RNG, and their optimizer shard
+    when the engine splits optimizer state. Collective: every process calls it."""
+    if dist.world == 1:
+        return {}
+    rngs = dist.gather(checkpoint.serialize(checkpoint.rng_state())) or []
+    files = {f"rng-rank{r}.pt": b for r, b in enumerate(rngs) if r}
+    if dist.sharded:
+        optim = dist.gather(checkpoint.serialize(optimizer.state_dict())) or []
+        files |= {f"optimizer-rank{r}.pt": b for r, b in enumerate(optim) if r}
+    return files
 
 
 def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> TrainResult:
     """Fine-tune cfg.model on cfg.data and write the run directory cfg.train.output.
 
     Re-running the same command in the same run directory resumes from the newest intact checkpoint.
+    With train.init_adapter it continues an earlier adapter (replaying data.replay old rows per new
+    one); under `accelerate launch` every process runs this and the main process writes the run.
 
     Args:
         cfg: the resolved config.
@@ -246,83 +263,114 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
         Interrupted: a SIGTERM/SIGINT stopped training (after a checkpoint was written).
     """
     seed_everything(cfg.train.seed)
+    cfg, notes = continual.resolve(cfg)
     device = hardware.detect_device()
     precision, weight_dtype, autocast_dtype = _precision(cfg, device)
     source: ModelSource = resolve_source(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name or source.path)
     train_rows, eval_rows = load_splits(cfg.data, seed=cfg.train.seed)
-    encode = lambda rows: tokenize_rows(rows, tokenizer, fmt, cfg.data.max_seq_len,  # noqa: E731
-                                        system_prompt=cfg.model.system_prompt,
-                                        too_long=cfg.data.prepare.too_long)
-    tokenized, eval_tok = encode(train_rows), encode(eval_rows)
+    replay_rows = continual.replay_rows(cfg)
+    tokenized, eval_tok, replay_tok = _encode_all(cfg, tokenizer, fmt, train_rows, eval_rows, replay_rows)
     if not tokenized.examples:
         raise TrainError(f"no training example fits data.max_seq_len={cfg.data.max_seq_len} tokens")
-    total_steps, epochs = _total_steps(cfg, len(tokenized.examples))
-    memory_plan = _memory_plan(cfg, source, device, tokenized)
+    replay_count = round(cfg.data.replay * len(tokenized.examples)) if replay_tok.examples else 0
+    total_steps, epochs = _total_steps(cfg, len(tokenized.examples) + replay_count)
+    dist = distributed.start(device.kind)
+    memory_plan = _memory_plan(cfg, source, device, tokenized, dist.world if dist.sharded else 1)
     run_dir = Path(cfg.train.output)
-    fp = fingerprint(cfg, train_rows, eval_rows)
-    resume_from = _resume_point(run_dir, cfg, fp, restart)
+    fp = fingerprint(cfg, train_rows, eval_rows, replay_rows)
+    resume_from = _resume_point(run_dir, cfg, fp, restart, dist.is_main)
 
     quant = _quantization(cfg, device, autocast_dtype or torch.float32)
     model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
     model = attach_adapter(model, cfg)
     if memory_plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    torch_device = torch.device("cuda" if device.kind == "cuda" else "cpu")
+    torch_device = dist.device or torch.device("cuda" if device.kind == "cuda" else "cpu")
     if quant is None:
         model.to(torch_device)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, total_steps)
+    if dist.rank:  # its own dropout masks; the main process draws as a lone one would
+        seed_everything(cfg.train.seed + dist.rank)
+    state = loop.LoopState()
+    if resume_from is not None:  # weights go in before an engine may shard them
+        state = checkpoint.load_checkpoint(resume_from, model, None if dist.sharded else optimizer, scheduler,
+                                           dist.rank)
+    optimizer = dist.prepare(model, optimizer)
+    if resume_from is not None and dist.sharded:
+        if not checkpoint.rank_file(resume_from, "optimizer", dist.world - 1) or \
+                checkpoint.rank_file(resume_from, "optimizer", dist.world):
+            raise TrainError(f"{resume_from} holds optimizer shards of another number of processes; resume with "
+                             f"as many as saved it (not {dist.world})")
+        checkpoint.load_optimizer(resume_from, optimizer, dist.rank)
     setup = loop.LoopSetup(
         examples=tokenized.examples, batch_size=cfg.train.batch_size, row_tokens=cfg.train.batch_tokens,
         seed=cfg.train.seed, epochs=epochs, total_steps=total_steps, max_grad_norm=cfg.train.max_grad_norm,
         device=torch_device, autocast_dtype=autocast_dtype,
-        grad_scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None)
+        grad_scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+        replay=replay_tok.examples, replay_count=replay_count, dist=dist)
 
-    state = loop.LoopState()
-    if resume_from is not None:
-        state = checkpoint.load_checkpoint(resume_from, model, optimizer, scheduler)
-    _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # steps after it are trained again
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    _write_splits(run_dir, train_rows, eval_rows)
-    log = RunLog(run_dir, total_steps, progress=progress, start_step=state.step)
-    log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
-               len(eval_tok.examples), tokenized.too_long, total_steps)
-    print(f"memory    {memory_plan.total_bytes / 2**30:.2f} GiB planned of {memory_plan.budget_bytes / 2**30:.1f} GiB"
-          f" usable; gradient checkpointing {'on' if memory_plan.gradient_checkpointing else 'off'}", file=sys.stderr)
-    if resume_from is not None:
-        print(f"resuming from {resume_from.name} (step {state.step} of {total_steps})", file=sys.stderr)
-    per_epoch = steps_per_epoch(len(tokenized.examples), cfg.train.batch_size)
+    if dist.is_main:
+        _start_run_dir(run_dir, cfg, state.step, train_rows, eval_rows)
+    log = RunLog(run_dir, total_steps, progress=progress and dist.is_main, start_step=state.step)
+    if dist.is_main:
+        log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
+                   len(eval_tok.examples), tokenized.too_long, total_steps)
+        print(f"memory    {memory_plan.total_bytes / 2**30:.2f} GiB planned of {memory_plan.budget_bytes / 2**30:.1f}"
+              f" GiB usable; gradient checkpointing {'on' if memory_plan.gradient_checkpointing else 'off'}",
+              file=sys.stderr)
+        for note in notes:
+            print(f"continue  {note}", file=sys.stderr)
+        if replay_count:
+            print(f"replay    {replay_count} old rows per epoch from {cfg.data.replay_data}", file=sys.stderr)
+        if dist.world > 1:
+            print(f"processes {dist.world} ({dist.accelerator.distributed_type.name})", file=sys.stderr)
+        if resume_from is not None:
+            print(f"resuming from {resume_from.name} (step {state.step} of {total_steps})", file=sys.stderr)
+    per_epoch = steps_per_epoch(len(tokenized.examples) + replay_count, cfg.train.batch_size)
     mirror = Path(cfg.train.checkpoint_mirror) if cfg.train.checkpoint_mirror else None
     last_save = time.monotonic()
 
     def save(st: loop.LoopState) -> None:
         nonlocal last_save
-        checkpoint.save_checkpoint(run_dir, model, optimizer, scheduler, st, fingerprint=fp,
-                                   keep=cfg.train.keep_checkpoints, mirror=mirror)
+        files = _rank_files(dist, optimizer)
+        full = dist.full_state() if dist.sharded else None
+        if dist.is_main:
+            checkpoint.save_checkpoint(run_dir, model, optimizer, scheduler, st, fingerprint=fp,
+                                       keep=cfg.train.keep_checkpoints, mirror=mirror, rank_files=files,
+                                       weights=checkpoint.trainable_state(model, full) if full else None)
         last_save = time.monotonic()
 
     def on_step(st: loop.LoopState, record: dict) -> None:
         every = cfg.train.eval_every_steps
         if eval_tok.examples and every and st.step % every == 0 and st.step < total_steps:
             record["eval_loss"] = loop.eval_loss(model, eval_tok.examples, setup)
-        log.step(record)
+        if dist.is_main:
+            log.step(record)
         by_steps = cfg.train.checkpoint_every_steps and st.step % cfg.train.checkpoint_every_steps == 0
         minutes = cfg.train.checkpoint_every_minutes
-        by_time = minutes is not None and time.monotonic() - last_save >= minutes * 60
+        by_time = dist.any(minutes is not None and time.monotonic() - last_save >= minutes * 60)
         if by_steps or by_time or st.step_in_epoch == per_epoch or st.step == total_steps:
             save(st)
 
-    with _StopFlag() as stop:
-        state = loop.run(model, optimizer, scheduler, setup, state, on_step=on_step, should_stop=stop)
-        if stop():
-            if not (run_dir / "checkpoints" / f"step-{state.step}").is_dir():
+    with StopFlag() as stop:
+        state = loop.run(model, optimizer, scheduler, setup, state, on_step=on_step,
+                         should_stop=lambda: dist.any(stop()))
+        if state.step < total_steps:  # stopped by a signal (in some process: they all stop together)
+            if dist.any(dist.is_main and not (run_dir / "checkpoints" / f"step-{state.step}").is_dir()):
                 save(state)
-            log.finish(None)
-            raise Interrupted(state.step, stop.signal)
+            if dist.is_main:
+                log.finish(None)
+            dist.end()
+            raise Interrupted(state.step, stop.signal or signal.SIGTERM)
     final_eval = loop.eval_loss(model, eval_tok.examples, setup) if eval_tok.examples else None
-    save_final(model, tokenizer, run_dir, cfg.lora.method)
-    seconds = log.finish(final_eval)
-    return TrainResult(run_dir, state.step, log.last_loss, final_eval, seconds)
+    full = dist.full_state() if dist.sharded else None
+    if dist.is_main:
+        save_final(model, tokenizer, run_dir, cfg.lora.method, full)
+        print(continual.forgetting_hint(cfg, run_dir) or "", end="", file=sys.stderr)
+    seconds = log.finish(final_eval) if dist.is_main else time.perf_counter() - log.started
+    dist.barrier()  # the adapter is written before any process returns
+    dist.end()
+    return TrainResult(run_dir, state.step, log.last_loss, final_eval, seconds, dist.is_main)
