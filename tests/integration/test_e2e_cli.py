@@ -39,6 +39,8 @@ def test_train_then_generate_on_embedded_model(tmp_path):
         "adapter/tokenizer.json", "adapter/tokenizer_config.json", "adapter/chat_template.jinja",
         "eval/metrics.json", "eval/samples.jsonl", "eval/report.md", "eval/report.html",
         "eval/loss_curve.png", "eval/metrics.png",
+        *(f"checkpoints/step-3/{name}" for name in ("trainable.safetensors", "optimizer.pt", "rng.pt", "state.json",
+                                                     "manifest.json")),
     }
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3] and all(s["tokens_per_second"] > 0 for s in steps)

@@ -42,8 +42,16 @@ def split_rows(rows: list[dict], system_prompt: str | None) -> tuple[list[list[d
     return prompts, refs
 
 
+def answer_budget(loaded: Loaded, refs: list[str], cap: int) -> int:
+    """New-token budget: twice the longest reference (+16), at most `cap`. An answer longer than that
+    cannot match and scores no better on BLEU/chrF by going on; a chatty base model would otherwise
+    spend most of the evaluation writing past it."""
+    longest = max((len(loaded.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs), default=0)
+    return max(1, min(cap, 2 * longest + 16))
+
+
 def run_pass(loaded: Loaded, prompts: list[list[dict]], ecfg: EvalConfig, gcfg: GenerateConfig,
-             desc: str, progress: bool = True) -> Pass:
+             desc: str, progress: bool = True, max_new_tokens: int | None = None) -> Pass:
     """Generate answers batch by batch; latency is the wall time a caller of each batch waited."""
     from tqdm import tqdm
 
@@ -55,7 +63,7 @@ def run_pass(loaded: Loaded, prompts: list[list[dict]], ecfg: EvalConfig, gcfg: 
         chunk = order[k:k + ecfg.batch_size]
         start = time.perf_counter()
         gens = generate_batch(loaded.model, loaded.tokenizer, loaded.fmt, [prompts[i] for i in chunk],
-                              max_new_tokens=ecfg.max_new_tokens, temperature=gcfg.temperature, top_p=gcfg.top_p)
+                              max_new_tokens=max_new_tokens or ecfg.max_new_tokens, temperature=gcfg.temperature, top_p=gcfg.top_p)
         took = time.perf_counter() - start
         for i, gen in zip(chunk, gens):
             preds[i] = gen.text
@@ -87,14 +95,15 @@ def _percentile(values: list[float], q: float) -> float:
 def score_model(loaded: Loaded, prompts, refs, ecfg: EvalConfig, gcfg: GenerateConfig, label: str,
                 robustness: bool, progress: bool) -> tuple[dict, list[str]]:
     """All metrics of one model: quality on clean inputs, speed, and (optionally) robustness."""
-    clean = run_pass(loaded, prompts, ecfg, gcfg, f"eval {label}", progress)
+    budget = answer_budget(loaded, refs, ecfg.max_new_tokens)
+    clean = run_pass(loaded, prompts, ecfg, gcfg, f"eval {label}", progress, budget)
     metrics = score_all(clean.predictions, refs)
     metrics["tokens_per_second"] = clean.new_tokens / max(clean.seconds, 1e-9)
     metrics["latency_p50_s"] = _percentile(clean.latencies, 50)
     metrics["latency_p95_s"] = _percentile(clean.latencies, 95)
     if robustness:
         noisy = run_pass(loaded, _perturbed(prompts, ecfg.robustness_seed), ecfg, gcfg, f"perturbed {label}",
-                         progress)
+                         progress, budget)
         metrics["perturbed_score"] = score_all(noisy.predictions, refs)[HEADLINE]
         metrics["robustness"] = robustness_ratio(metrics[HEADLINE], metrics["perturbed_score"])
     return metrics, clean.predictions
