@@ -262,7 +262,10 @@ opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1
 ids = torch.randint(0, a["config"]["vocab_size"], (a["batch"], a["seq_len"]))
 model(input_ids=ids, labels=ids).loss.backward()
 opt.step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of a large pytest
+# process would report the parent's peak; the new address space's high-water mark is this child's own.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(int(hwm.split()[1]) * 1024)
 """
 SIZES = {  # ~7M, ~40M, ~125M parameters
     "7M": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,

@@ -16,7 +16,11 @@ def memory_mb() -> float:
     """Peak memory so far: GPU allocator peak on CUDA, else the process's peak RSS."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:  # VmHWM is this process's own peak; ru_maxrss carries a parent's peak across fork+exec
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def plot_loss(metrics_path: Path, out: Path) -> None:
