@@ -76,6 +76,8 @@ class PrepareConfig(_Section):
     clean: CleanConfig = CleanConfig()
     dedup: Literal["none", "exact", "near"] = "near"
     near_dup_threshold: float = Field(0.9, gt=0, le=1, description="MinHash Jaccard at which rows count as one")
+    augment_max_rows: int = Field(100_000, ge=0, description="slot/template augmentation (which holds rows in "
+                                                           "memory) is skipped above this many rows")
     near_dup_max_rows: int = Field(100_000, ge=0, description="near dedup is skipped (and reported) above this")
     pii: Literal["off", "flag", "redact", "drop"] = Field(
         "flag", description="flag: count hits in the report; redact: replace them; drop: reject the row")

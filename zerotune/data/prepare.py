@@ -211,8 +211,14 @@ def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, 
             keep = ~removed
             original = np.frombuffer(bytes(run.augmented), dtype=np.uint8) == 0
             is_eval = stratified_split(run.category, eval_fraction, seed, eligible=keep & original)
-            train_rows = [row for _, row in _read_rows(rows, keep & ~is_eval & original)]
-            eval_rows = [row for _, row in _read_rows(rows, keep & is_eval)]
+            # Augmentation needs the rows in memory; it is for small data sets, so a large file stays
+            # streamed (bounded memory) and the skip is logged.
+            small = int(keep.sum()) <= cfg.augment_max_rows
+            if not small:
+                run.warnings.append(f"augmentation skipped: {int(keep.sum())} rows > "
+                                    f"augment_max_rows={cfg.augment_max_rows}")
+            train_rows = [row for _, row in _read_rows(rows, keep & ~is_eval & original)] if small else []
+            eval_rows = [row for _, row in _read_rows(rows, keep & is_eval)] if small else []
             slotted, slots = augment_for_training(train_rows, eval_rows, cfg, seed=seed, vocab=vocab)
             made, lost = _generate(train_rows, cfg, seed, template_spec or cfg.templates, translator, progress,
                                    slots["copy_fields"])
