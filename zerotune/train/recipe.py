@@ -153,10 +153,8 @@ def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, 
     longest = max(len(e.input_ids) for e in tokenized.examples)
     try:
         model_config = hardware.load_model_config(source.path)
-    except hardware.HardwareError:
-        model_config = None
-    if model_config is None:
-        raise TrainError(f"cannot read the model config of {source.path} to plan memory")
+    except hardware.HardwareError as err:
+        raise TrainError(f"cannot read the model config of {source.path} to plan memory: {err}") from None
     memory_plan = hardware.plan(
         model_config, device=device, seq_len=min(cfg.train.batch_tokens, max(longest, 16)), method=cfg.lora.method,
         r=cfg.lora.r, targets=cfg.lora.targets, batch_size=1, precision=cfg.train.precision,
