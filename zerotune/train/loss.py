@@ -7,6 +7,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from zerotune.data.packing import PackedRow
+from zerotune.models.attention import segments
 
 LOGIT_CHUNK = 1024  # answer positions whose logits exist at once; bounds memory for 129k-token vocabularies
 
@@ -29,8 +30,10 @@ def row_loss(model, row: PackedRow, device: torch.device) -> torch.Tensor:
     A row with no answer tokens gives a zero loss that still reaches every trainable weight.
     """
     decoder, head = _decoder_and_head(model)
+    # no mask, no cache: packed examples stay apart (by the position ids; with packed attention, by
+    # running attention per example on the segments)
     hidden = decoder(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
-                     use_cache=False).last_hidden_state  # no mask, no cache: packed examples stay apart
+                     use_cache=False, packed_segments=segments(row.position_ids)).last_hidden_state
     labels = row.labels.to(device)
     keep = labels != -100
     hidden, targets = hidden[keep], labels[keep]
