@@ -71,6 +71,7 @@ class RunLog:
     def step(self, record: dict) -> None:
         """Log one optimizer step."""
         record["memory_mb"] = round(memory_mb(), 1)
+        record["elapsed_s"] = round(time.perf_counter() - self.started, 2)  # since this process started the run
         self.last_loss = record["loss"]
         self.tokens += record["tokens"]
         rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)

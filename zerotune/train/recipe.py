@@ -23,8 +23,9 @@ import torch
 from zerotune import hardware
 from zerotune.config import Config, dump_config
 from zerotune.data.packing import steps_per_epoch
-from zerotune.train.inputs import load_splits
+from zerotune.train.inputs import training_rows
 from zerotune.data.tokenize import tokenize_rows
+from zerotune.models.attention import use_packed_attention
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
@@ -267,7 +268,8 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     source: ModelSource = resolve_source(cfg.model.name)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name or source.path)
-    train_rows, eval_rows = load_splits(cfg.data, seed=cfg.train.seed)
+    splits = training_rows(cfg.data, seed=cfg.train.seed)
+    train_rows, eval_rows = splits.train, splits.eval
     replay_rows = continual.replay_rows(cfg)
     tokenized, eval_tok, replay_tok = _encode_all(cfg, tokenizer, fmt, train_rows, eval_rows, replay_rows)
     if not tokenized.examples:
@@ -283,6 +285,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     quant = _quantization(cfg, device, autocast_dtype or torch.float32)
     model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
     model = attach_adapter(model, cfg)
+    use_packed_attention(model)  # attention per packed example, not over the whole row under a mask
     if memory_plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch_device = dist.device or torch.device("cuda" if device.kind == "cuda" else "cpu")
@@ -319,6 +322,8 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
         print(f"memory    {memory_plan.total_bytes / 2**30:.2f} GiB planned of {memory_plan.budget_bytes / 2**30:.1f}"
               f" GiB usable; gradient checkpointing {'on' if memory_plan.gradient_checkpointing else 'off'}",
               file=sys.stderr)
+        for note in splits.notes:
+            print(f"data      {note}", file=sys.stderr)
         for note in notes:
             print(f"continue  {note}", file=sys.stderr)
         if replay_count:
