@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dedup", choices=["none", "exact", "near"], default="exact")
     parser.add_argument("--pii", choices=["off", "flag", "redact", "drop"], default="off")
-    parser.add_argument("--workers", type=int, default=1, help="processes for the per-row work")
+    parser.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="processes for the per-row work (auto: one per idle CPU for large files)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     cfg = PrepareConfig(dedup=args.dedup, pii=args.pii, near_dup_max_rows=max(args.rows, 1), clean=CleanConfig(),

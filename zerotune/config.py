@@ -7,7 +7,7 @@ names the key, and every model is frozen so a resolved config cannot drift durin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -72,7 +72,9 @@ class PrepareConfig(_Section):
     skip_invalid: bool = Field(False, description="keep going past bad rows; they go to rejects.jsonl with reasons")
     max_errors: int = Field(50, ge=1, description="problems listed before the rest are only counted")
     max_line_bytes: int = Field(1_000_000, ge=1024, description="longer lines are rejected unread")
-    workers: int = Field(1, ge=1, description="processes for JSONL inputs; >1 pays only with idle physical cores")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="processes for JSONL inputs; auto: one per idle CPU (at most 4) for files over 32 MB, "
+        "else 1; >1 pays only with idle cores")
     clean: CleanConfig = CleanConfig()
     dedup: Literal["none", "exact", "near"] = "near"
     near_dup_threshold: float = Field(0.9, gt=0, le=1, description="MinHash Jaccard at which rows count as one")

@@ -257,3 +257,22 @@ def test_worker_processes_give_the_same_result(tmp_path, monkeypatch):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     for section in ("summary", "steps", "consistency", "cleanliness", "coverage"):
         assert one[section] == two[section]
+
+
+def test_auto_workers_only_for_large_files_and_idle_cpus(tmp_path, monkeypatch):
+    from zerotune.data import stream
+
+    small = tmp_path / "small.jsonl"
+    small.write_text('{"input": "a", "output": "b"}\n')
+    assert stream.auto_workers([str(small)]) == 1  # pool start-up would cost more than it saves
+    big = tmp_path / "big.jsonl"
+    with big.open("wb") as f:
+        f.truncate(stream.AUTO_MIN_BYTES)
+    monkeypatch.setattr(stream, "idle_cpus", lambda: 1.6)
+    assert stream.auto_workers([str(big)]) == 2
+    monkeypatch.setattr(stream, "idle_cpus", lambda: 0.3)  # every core busy elsewhere: one process
+    assert stream.auto_workers([str(big)]) == 1
+    monkeypatch.setattr(stream, "idle_cpus", lambda: 64.0)
+    assert stream.auto_workers([str(big)]) == stream.AUTO_MAX_WORKERS
+    report = prepare([str(small)], str(tmp_path / "out"), PrepareConfig(), progress=False)
+    assert report["settings"]["processes"] == 1

@@ -5,7 +5,8 @@ Rows are written, as they pass, to a canonical JSONL file. What later steps need
 by its text; exact dedup keeps 16-byte digests. Every row that does not pass is counted under the
 stage that stopped it and, when --skip-invalid allows going on, written to rejects.jsonl.
 
-With cfg.workers > 1 the work on each row alone (rowwork.py) runs in worker processes for JSONL
+With several processes (cfg.workers, or "auto": as many as there are idle CPUs, for large files) the
+work on each row alone (rowwork.py) runs in worker processes for JSONL
 inputs; the main process keeps what needs all rows in order: the file's format, dedup, the budget
 and writing.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
+import time
 from array import array
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -82,6 +85,46 @@ def fit_budget(messages: list[dict], count_tokens: CountTokens, max_tokens: int,
     return kept, True
 
 
+AUTO_MIN_BYTES = 32 * 2**20  # below this, starting worker processes costs more than it saves
+AUTO_MAX_WORKERS = 4
+
+
+def _busy_elsewhere() -> float:
+    """Runnable tasks other than this one, from /proc/loadavg sampled a few times (the load average
+    itself lags by a minute and counts this process too)."""
+    samples = []
+    for _ in range(5):
+        with open("/proc/loadavg") as f:
+            samples.append(int(f.read().split()[3].split("/")[0]) - 1)
+        time.sleep(0.01)
+    return float(sorted(samples)[len(samples) // 2])
+
+
+def idle_cpus() -> float:
+    """CPUs this process may use minus those other tasks keep busy right now."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    try:
+        return cpus - _busy_elsewhere()
+    except (OSError, ValueError, IndexError):
+        return float(cpus)
+
+
+def auto_workers(paths: list[str]) -> int:
+    """Processes for the per-row work when cfg.workers is "auto".
+
+    Workers spend about 40% more CPU in all (every row crosses processes twice), so they pay only where
+    cores would otherwise idle: measured on a quiet 2-core machine, 1M rows went 19.1k -> 24.4k rows/s
+    with two workers, while with the other core busy one process was faster.
+    """
+    size = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    if size < AUTO_MIN_BYTES:
+        return 1
+    return max(1, min(AUTO_MAX_WORKERS, int(idle_cpus() + 0.5)))
+
+
 def _start_method() -> str:
     """fork where it is safe, spawn otherwise.
 
@@ -142,7 +185,8 @@ class StreamPass:
         # Workers cost about 40% more CPU in all (every row crosses processes twice), so they pay only
         # where cores would otherwise idle; on a shared or hyperthreaded 2-vCPU machine one process wins.
         # The budget's tokenizer cannot be shipped to other processes at all.
-        self.workers = self.cfg.workers if self.budget is None else 1
+        workers = auto_workers(paths) if self.cfg.workers == "auto" else self.cfg.workers
+        self.workers = workers if self.budget is None else 1
         pool = (ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(_start_method()))
                 if self.workers > 1 else None)
         try:
