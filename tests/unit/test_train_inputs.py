@@ -61,3 +61,12 @@ def test_prepared_folder_is_taken_as_it_is(tmp_path):
     _write(folder / "eval.jsonl", rows[:1])
     splits = training_rows(build_config({"data": {"train": str(folder)}}).data, seed=0)
     assert splits.train == rows and splits.eval == rows[:1] and not splits.notes
+
+
+def test_augmented_copies_do_not_lengthen_training():
+    from zerotune.train.recipe import _total_steps
+
+    cfg = build_config({"train": {"epochs": 2, "batch_size": 8}})
+    assert _total_steps(cfg, 400) == (100, 2)  # no augmentation: 2 passes over 400 rows
+    assert _total_steps(cfg, 800, 400) == (100, 1)  # 400 swapped copies: the same 100 steps, one pass
+    assert _total_steps(build_config({"train": {"max_steps": 7}}), 800, 400) == (7, 1)

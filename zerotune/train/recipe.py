@@ -118,10 +118,18 @@ def attach_adapter(model, cfg: Config):
     return get_peft_model(model, lora)
 
 
-def _total_steps(cfg: Config, n_examples: int) -> tuple[int, int]:
-    """(optimizer steps of the run, epochs they span); n_examples counts an epoch's replayed rows."""
+def _total_steps(cfg: Config, n_examples: int, n_budget: int | None = None) -> tuple[int, int]:
+    """(optimizer steps of the run, epochs they span).
+
+    Args:
+        n_examples: examples in one pass (augmented rows and an epoch's replayed rows included).
+        n_budget: examples one epoch of the budget counts (default n_examples). Augmented copies do not
+            lengthen training: `epochs` counts passes over the original rows' worth of examples, so with
+            slot-swapped copies each original is seen about as often as before in a fresh wording.
+    """
     per_epoch = steps_per_epoch(n_examples, cfg.train.batch_size)
-    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * per_epoch))
+    budget = n_examples if n_budget is None else n_budget
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * budget / cfg.train.batch_size))
     return total, math.ceil(total / per_epoch)
 
 
@@ -151,13 +159,16 @@ def _memory_plan(cfg: Config, source: ModelSource, device: hardware.DeviceInfo, 
     """The same plan `zerotune plan` prints, for this device and data; refuses a run that cannot fit
     before any weights are loaded. The plan is for one device: with `shards` processes splitting the
     state (FSDP, ZeRO) a run over the budget only gets a warning."""
-    longest = max(len(e.input_ids) for e in tokenized.examples)
+    lengths = sorted(len(e.input_ids) for e in tokenized.examples)
+    # the longest packed row a step can make: the step's examples laid end to end up to batch_tokens
+    # (an example longer than that gets a row of its own)
+    row = max(lengths[-1], min(cfg.train.batch_tokens, sum(lengths[-cfg.train.batch_size:])))
     try:
         model_config = hardware.load_model_config(source.path)
     except hardware.HardwareError as err:
         raise TrainError(f"cannot read the model config of {source.path} to plan memory: {err}") from None
     memory_plan = hardware.plan(
-        model_config, device=device, seq_len=min(cfg.train.batch_tokens, max(longest, 16)), method=cfg.lora.method,
+        model_config, device=device, seq_len=max(row, 16), method=cfg.lora.method,
         r=cfg.lora.r, targets=cfg.lora.targets, batch_size=1, precision=cfg.train.precision,
         gradient_checkpointing=cfg.train.gradient_checkpointing, lora_dropout=cfg.lora.dropout,
         allow_qlora=False, model_name=cfg.model.name)
@@ -275,7 +286,9 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     if not tokenized.examples:
         raise TrainError(f"no training example fits data.max_seq_len={cfg.data.max_seq_len} tokens")
     replay_count = round(cfg.data.replay * len(tokenized.examples)) if replay_tok.examples else 0
-    total_steps, epochs = _total_steps(cfg, len(tokenized.examples) + replay_count)
+    n_made = sum(1 for r in train_rows if r.get("augmented"))
+    total_steps, epochs = _total_steps(cfg, len(tokenized.examples) + replay_count,
+                                       max(1, len(tokenized.examples) - n_made) + replay_count)
     dist = distributed.start(device.kind)
     memory_plan = _memory_plan(cfg, source, device, tokenized, dist.world if dist.sharded else 1)
     run_dir = Path(cfg.train.output)
