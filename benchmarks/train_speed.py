@@ -142,13 +142,16 @@ def run_zerotune(train_rows, eval_rows, model_name, out: Path) -> dict:
     from zerotune.config import build_config
     from zerotune.data.packing import pack, split_rows
     from zerotune.data.tokenize import tokenize_rows
+    from zerotune.models.attention import use_packed_attention
     from zerotune.models.inference import load_run
     from zerotune.train import loop
     from zerotune.train.recipe import train
 
     data = out / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in train_rows))
-    cfg = build_config({"model": {"name": model_name}, "data": {"train": str(data), "eval_fraction": 0.0},
+    cfg = build_config({"model": {"name": model_name},
+                        "data": {"train": str(data), "eval_fraction": 0.0,  # the same rows as the baseline:
+                                 "prepare": {"slot_swap": "off", "phrasing_mix": "off"}},  # no augmentation
                         "lora": LORA, "train": {"output": str(out / "run"), "epochs": 1, "batch_size": BATCH,
                                                 "lr": 3e-5, "warmup_steps": 50, "checkpoint_every_minutes": None,
                                                 "seed": 0}})
@@ -157,6 +160,9 @@ def run_zerotune(train_rows, eval_rows, model_name, out: Path) -> dict:
     loaded = load_run(out / "run")
     examples = tokenize_rows(train_rows, loaded.tokenizer, loaded.fmt, 4096).examples
     row = pack(split_rows(examples[:BATCH], 10**6)[0])
+    use_packed_attention(loaded.model)  # as in training
+    for name, p in loaded.model.named_parameters():
+        p.requires_grad_("lora_" in name)  # loaded for inference; count the training backward
     with FlopCounterMode(display=False) as counter:
         loaded.model.train()
         loop.row_loss(loaded.model, row, torch.device(loaded.model.device)).backward()
@@ -176,12 +182,18 @@ def _child(role: str, rows: int, model: str | None, result: Path) -> None:
 
 
 def _spawn(role: str, args) -> dict:
+    saved = args.save / f"{role}-{args.rows}.json" if args.save else None
+    if saved and role not in args.sides.split(","):
+        return json.loads(saved.read_text())  # measured earlier with the same rows
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = Path(f.name)
     cmd = [sys.executable, __file__, "--child", role, "--rows", str(args.rows), "--result", str(path)]
     if args.model:
         cmd += ["--model", args.model]
     subprocess.run(cmd, check=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    if saved:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(path.read_text())
     return json.loads(path.read_text())
 
 
@@ -189,6 +201,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=160)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--save", type=Path, default=None, help="keep each side's figures in this folder")
+    parser.add_argument("--sides", default="baseline,zerotune",
+                        help="sides to run; the others are read from --save (measured earlier, same rows)")
     parser.add_argument("--child", choices=["baseline", "zerotune"])
     parser.add_argument("--result", type=Path)
     args = parser.parse_args()
@@ -208,6 +223,10 @@ def main() -> None:
     print(f"machine: {device.name}, {device.cores} cores, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"torch {torch.__version__}; matmul peak at the model's shapes: {peak:.0f} GFLOP/s ({precision})")
     results = {role: _spawn(role, args) for role in ("baseline", "zerotune")}
+    # measured again on the now quiet machine: a neighbour at the start must not inflate the MFU
+    peak = max(peak, matmul_peak(config["hidden_size"], config["intermediate_size"],
+                                 "bfloat16" if precision == "bf16" else "float32"))
+    print(f"matmul peak (best of before and after): {peak:.0f} GFLOP/s")
     print(f"\n{'':<22}{'baseline':>14}{'zerotune':>14}{'ratio':>10}")
     rows = [("tokens/s", lambda r: r["tokens"] / r["seconds"], "{:>14.1f}"),
             ("peak memory MB", lambda r: r["memory_mb"], "{:>14.0f}"),
