@@ -250,7 +250,7 @@ CHILD = """
 import json, resource, sys
 from zerotune.hardware import tune_cpu_allocator
 a = json.loads(sys.argv[1])
-tune_cpu_allocator()  # as zerotune's CPU training does
+tune_cpu_allocator()  # the plan models live tensors, not glibc's heap slack (training skips this call: it is slower)
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
