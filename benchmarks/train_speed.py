@@ -63,16 +63,6 @@ def matmul_peak(hidden: int, inter: int, dtype_name: str, tokens: int = 512) -> 
     return best
 
 
-def _peak_memory_mb() -> float:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _eval_loss(model, tokenizer, fmt, rows) -> float:
     """Mean CE per answer token, one example at a time (no padding, no packing): the same measure for both."""
     import torch
@@ -104,6 +94,7 @@ def run_baseline(train_rows, eval_rows, model_name, out: Path) -> dict:
     from zerotune.data.tokenize import tokenize_rows
     from zerotune.models.loading import load_model, load_tokenizer, resolve_source
     from zerotune.models.templates import resolve_format
+    from zerotune.train.progress import memory_mb  # this process's own peak (VmHWM), or the CUDA peak
 
     device = hardware.detect_device()
     bf16 = device.bf16_fast if device.kind == "cpu" else device.bf16_supported
@@ -130,7 +121,7 @@ def run_baseline(train_rows, eval_rows, model_name, out: Path) -> dict:
         model(**{k: v.to(model.device) for k, v in batch.items()}).loss.backward()
     flops_per_real_token = counter.get_total_flops() / sum(len(d["input_ids"]) for d in dataset[:BATCH])
     tokens = sum(len(e.input_ids) for e in examples)
-    return {"seconds": seconds, "tokens": tokens, "memory_mb": _peak_memory_mb(), "precision": "bf16" if bf16 else
+    return {"seconds": seconds, "tokens": tokens, "memory_mb": memory_mb(), "precision": "bf16" if bf16 else
             "fp32", "flops": flops_per_real_token * tokens, "eval_loss": _eval_loss(model, tokenizer, fmt, eval_rows)}
 
 

@@ -70,3 +70,10 @@ def test_augmented_copies_do_not_lengthen_training():
     assert _total_steps(cfg, 400) == (100, 2)  # no augmentation: 2 passes over 400 rows
     assert _total_steps(cfg, 800, 400) == (100, 1)  # 400 swapped copies: the same 100 steps, one pass
     assert _total_steps(build_config({"train": {"max_steps": 7}}), 800, 400) == (7, 1)
+
+
+def test_epochs_stay_whole_passes_without_augmentation():
+    from zerotune.train.recipe import _total_steps
+
+    cfg = build_config({"train": {"epochs": 3, "batch_size": 8}})
+    assert _total_steps(cfg, 10) == (6, 3)  # 2 steps a pass (8 + 2 examples), 3 passes

@@ -42,7 +42,6 @@ class Splits:
     train: list[dict]  # original rows, then augmented ones (tagged "augmented")
     eval: list[dict]
     notes: list[str] = field(default_factory=list)  # one line each, for the run header
-    augment: dict | None = None  # augment_for_training's report (raw data only)
 
 
 def _clean(rows: list[dict], cfg: DataConfig, what: str, notes: list[str]) -> list[dict]:
@@ -98,7 +97,7 @@ def training_rows(cfg: DataConfig, seed: int, vocab=None) -> Splits:
         off = [f"{n.replace('_', '-')}: {(report.get(n) or {}).get('why')}" for n in ("slot_swap", "phrasing_mix")
                if (report.get(n) or {}).get("why")]
         notes.append("augment: none" + (f" ({'; '.join(off)})" if off else ""))
-    return Splits(train + made, held, notes, report)
+    return Splits(train + made, held, notes)
 
 
 def load_splits(cfg: DataConfig, seed: int, clean=None) -> tuple[list[dict], list[dict]]:

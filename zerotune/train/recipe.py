@@ -128,8 +128,8 @@ def _total_steps(cfg: Config, n_examples: int, n_budget: int | None = None) -> t
             slot-swapped copies each original is seen about as often as before in a fresh wording.
     """
     per_epoch = steps_per_epoch(n_examples, cfg.train.batch_size)
-    budget = n_examples if n_budget is None else n_budget
-    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * budget / cfg.train.batch_size))
+    share = 1.0 if n_budget is None else n_budget / n_examples  # 1: whole passes, as without augmentation
+    total = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * share * per_epoch))
     return total, math.ceil(total / per_epoch)
 
 
