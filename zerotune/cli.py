@@ -195,16 +195,17 @@ def generate(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
     filter_: Optional[str] = typer.Option(None, "--filter", help="content filter profile or off (default: pii)"),
+    free: bool = typer.Option(False, "--free", help="decode freely even where the run's answers have a schema"),
 ) -> None:
     """Answer one prompt."""
     from zerotune.data.tokenize import with_system
     from zerotune.models.generate import generate_batch
-    from zerotune.models.inference import load_target
+    from zerotune.models.inference import constraint_for, load_target
 
     loaded = load_target(target)
     conv = with_system([{"role": "user", "content": prompt}], loaded.system_prompt)
     gen = generate_batch(loaded.model, loaded.tokenizer, loaded.fmt, [conv], max_new_tokens=max_new_tokens,
-                         temperature=temperature)[0]
+                         temperature=temperature, constraint=constraint_for(loaded, _constrain(target, free)))[0]
     content_filter = _output_filter(target, filter_)
     typer.echo(content_filter.filter_text(gen.text, "cli").text if content_filter else gen.text)
 
@@ -215,13 +216,15 @@ def chat(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.0, "--temperature"),
     filter_: Optional[str] = typer.Option(None, "--filter", help="content filter profile or off (default: pii)"),
+    free: bool = typer.Option(False, "--free", help="decode freely even where the run's answers have a schema"),
 ) -> None:
     """Talk to a model in the terminal (streamed; /reset clears history, /exit or Ctrl-D quits)."""
     from zerotune.data.tokenize import with_system
     from zerotune.models.generate import stream
-    from zerotune.models.inference import load_target
+    from zerotune.models.inference import constraint_for, load_target
 
     loaded = load_target(target)
+    constraint = constraint_for(loaded, _constrain(target, free))
     content_filter = _output_filter(target, filter_)
     history: list[dict] = []
     typer.echo(f"chatting with {loaded.name} — /reset, /exit")
@@ -237,7 +240,7 @@ def chat(
         typer.echo("model> ", nl=False)
         guard = content_filter.stream("chat") if content_filter else None
         for piece in stream(loaded.model, loaded.tokenizer, loaded.fmt, with_system(history, loaded.system_prompt),
-                            max_new_tokens=max_new_tokens, temperature=temperature):
+                            max_new_tokens=max_new_tokens, temperature=temperature, constraint=constraint):
             pieces.append(piece)
             typer.echo(guard.feed(piece) if guard else piece, nl=False)
         typer.echo((guard.finish() if guard else "") + ("  [blocked by the content filter]" if guard and
@@ -264,6 +267,16 @@ def serve(
     cfg = read_run_config(Path(target)) if target and is_run_dir(target) else Config()
     cfg = update(cfg, serve={"host": host, "port": port, "audit_log": audit_log, "filter": filter_})
     zerotune.serve(target, config=cfg, api_key=api_key, trust_remote_code=trust_remote_code)
+
+
+def _constrain(target: Optional[str], free: bool) -> str:
+    """generate.constrain for generate/chat: off with --free, else the run's own setting."""
+    from zerotune.models.inference import read_run_config
+    from zerotune.models.loading import is_run_dir
+
+    if free:
+        return "off"
+    return read_run_config(Path(target)).generate.constrain if target and is_run_dir(target) else "auto"
 
 
 def _output_filter(target: Optional[str], profile: Optional[str]):

@@ -155,6 +155,9 @@ class GenerateConfig(_Section):
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0, le=1)
+    constrain: Literal["auto", "off"] = Field(
+        "auto", description="auto: a run whose training answers share one structure (JSON keys or key:value "
+        "fields, each a label or a span of the question) keeps every answer to it while decoding; off: decode freely")
 
 
 class EvalConfig(_Section):

@@ -16,7 +16,7 @@ from zerotune.evaluate.metrics import score_all
 from zerotune.evaluate.report import thresholds_check, write_report
 from zerotune.evaluate.robustness import perturb_all, robustness_ratio
 from zerotune.models.generate import generate_batch
-from zerotune.models.inference import Loaded
+from zerotune.models.inference import Loaded, constraint_for
 
 HEADLINE = "exact_match_normalized"  # the score robustness compares: clean vs perturbed inputs
 
@@ -63,7 +63,8 @@ def run_pass(loaded: Loaded, prompts: list[list[dict]], ecfg: EvalConfig, gcfg: 
         chunk = order[k:k + ecfg.batch_size]
         start = time.perf_counter()
         gens = generate_batch(loaded.model, loaded.tokenizer, loaded.fmt, [prompts[i] for i in chunk],
-                              max_new_tokens=max_new_tokens or ecfg.max_new_tokens, temperature=gcfg.temperature, top_p=gcfg.top_p)
+                              max_new_tokens=max_new_tokens or ecfg.max_new_tokens, temperature=gcfg.temperature,
+                              top_p=gcfg.top_p, constraint=constraint_for(loaded, gcfg.constrain))
         took = time.perf_counter() - start
         for i, gen in zip(chunk, gens):
             preds[i] = gen.text
@@ -98,6 +99,7 @@ def score_model(loaded: Loaded, prompts, refs, ecfg: EvalConfig, gcfg: GenerateC
     budget = answer_budget(loaded, refs, ecfg.max_new_tokens)
     clean = run_pass(loaded, prompts, ecfg, gcfg, f"eval {label}", progress, budget)
     metrics = score_all(clean.predictions, refs)
+    metrics["decoding"] = "schema" if constraint_for(loaded, gcfg.constrain) else "free"
     metrics["tokens_per_second"] = clean.new_tokens / max(clean.seconds, 1e-9)
     metrics["latency_p50_s"] = _percentile(clean.latencies, 50)
     metrics["latency_p95_s"] = _percentile(clean.latencies, 95)

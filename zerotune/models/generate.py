@@ -10,6 +10,7 @@ from typing import Iterator
 
 import torch
 
+from zerotune.models.constrain import Constraint
 from zerotune.models.templates import ChatFormat, prompt_text
 
 
@@ -36,13 +37,24 @@ def _sampling(temperature: float, top_p: float) -> dict:
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
 
 
+def _constrained(constraint: Constraint | None, conversations: list[list[dict]], prompt_len: int) -> dict:
+    """generate() arguments that keep each answer to the schema, given the question it answers."""
+    if constraint is None:
+        return {}
+    from transformers import LogitsProcessorList
+
+    questions = [next((m["content"] for m in reversed(conv) if m["role"] == "user"), "") for conv in conversations]
+    return {"logits_processor": LogitsProcessorList([constraint.processor(questions, prompt_len)])}
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.inference_mode()
 def generate_batch(model, tokenizer, fmt: ChatFormat, conversations: list[list[dict]], *,
-                   max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0) -> list[Generation]:
+                   max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                   constraint: Constraint | None = None) -> list[Generation]:
     """Answer several conversations at once.
 
     Args:
@@ -53,6 +65,7 @@ def generate_batch(model, tokenizer, fmt: ChatFormat, conversations: list[list[d
         max_new_tokens: cap on answer length.
         temperature: 0 for greedy.
         top_p: nucleus sampling mass.
+        constraint: keep answers to a training set's schema (models/constrain.py); None decodes freely.
     Returns:
         One Generation per conversation; seconds is the batch's wall time shared evenly.
     """
@@ -62,7 +75,8 @@ def generate_batch(model, tokenizer, fmt: ChatFormat, conversations: list[list[d
     stops = stop_ids(tokenizer, fmt)
     start = time.perf_counter()
     out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                         pad_token_id=tokenizer.pad_token_id, **_sampling(temperature, top_p))
+                         pad_token_id=tokenizer.pad_token_id, **_sampling(temperature, top_p),
+                         **_constrained(constraint, conversations, enc["input_ids"].shape[1]))
     seconds = (time.perf_counter() - start) / len(texts)
     results = []
     for row in out[:, enc["input_ids"].shape[1]:].tolist():
@@ -97,7 +111,7 @@ def generate_all(model, tokenizer, fmt: ChatFormat, conversations: list[list[dic
 
 
 def stream(model, tokenizer, fmt: ChatFormat, conversation: list[dict], *, max_new_tokens: int = 256,
-           temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
+           temperature: float = 0.0, top_p: float = 1.0, constraint: Constraint | None = None) -> Iterator[str]:
     """Yield an answer's text piece by piece as it is generated (for chat and server streaming)."""
     from transformers import TextIteratorStreamer
 
@@ -105,7 +119,8 @@ def stream(model, tokenizer, fmt: ChatFormat, conversation: list[dict], *, max_n
                     add_special_tokens=False).to(_device(model))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(**enc, max_new_tokens=max_new_tokens, eos_token_id=stop_ids(tokenizer, fmt),
-                  pad_token_id=tokenizer.pad_token_id, streamer=streamer, **_sampling(temperature, top_p))
+                  pad_token_id=tokenizer.pad_token_id, streamer=streamer, **_sampling(temperature, top_p),
+                  **_constrained(constraint, [conversation], enc["input_ids"].shape[1]))
     thread = Thread(target=lambda: torch.inference_mode()(model.generate)(**kwargs), daemon=True)
     thread.start()
     yield from streamer

@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from zerotune.models.loading import (ModelLoadError, ModelSource, display_name, is_run_dir, load_model,
                                      load_tokenizer, resolve_source)
+from zerotune.data.schema import Schema, infer_schema
+from zerotune.models.constrain import Constraint
+from zerotune.models.generate import stop_ids
 from zerotune.models.templates import ChatFormat, resolve_format
+
+SCHEMA_FILE = "schema.json"  # RUN_DIR/data/schema.json, written by train
+SCHEMA_ROWS = 5000  # rows of an older run's data/train.jsonl read to infer it
 
 
 @dataclass
@@ -25,6 +32,42 @@ class Loaded:
     run_dir: Path | None
     base_name: str | None  # the base model of a run (None = embedded default)
     adapter: bool
+    schema: Schema | None = None  # the answer structure the run was trained on (data/schema.py)
+    _constraints: dict = field(default_factory=dict, repr=False)
+
+
+def constraint_for(loaded: Loaded, setting: str) -> Constraint | None:
+    """The decoding constraint of a loaded run (built once), or None: `setting` off, no schema, or a
+    tokenizer that is not byte-level."""
+    if setting == "off" or getattr(loaded, "schema", None) is None:
+        return None
+    if "auto" not in loaded._constraints:
+        loaded._constraints["auto"] = Constraint.build(loaded.schema, loaded.tokenizer,
+                                                       stop_ids(loaded.tokenizer, loaded.fmt))
+    return loaded._constraints["auto"]
+
+
+def run_schema(run_dir: Path) -> Schema | None:
+    """RUN_DIR/data/schema.json; for runs trained before it existed, inferred from data/train.jsonl."""
+    path = run_dir / "data" / SCHEMA_FILE
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        return Schema.from_json(text) if text.strip() not in ("", "null") else None
+    train = run_dir / "data" / "train.jsonl"
+    if not train.is_file():
+        return None
+    rows = []
+    with open(train, encoding="utf-8") as f:
+        for line in f:
+            if len(rows) >= SCHEMA_ROWS:
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("messages"), list):
+                rows.append(row)
+    return infer_schema(rows)[0]
 
 
 def read_run_config(run_dir: Path):
@@ -63,7 +106,8 @@ def load_run(run_dir: Path, *, merge: bool = False) -> Loaded:
         model = load_model(source, _dtype(device), cfg.model.trust_remote_code).to(device)
         tokenizer = load_tokenizer(source)
         fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name)
-        return Loaded(model, tokenizer, fmt, str(run_dir), cfg.model.system_prompt, run_dir, cfg.model.name, False)
+        return Loaded(model, tokenizer, fmt, str(run_dir), cfg.model.system_prompt, run_dir, cfg.model.name, False,
+                      run_schema(run_dir))
     adapter = run_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"{run_dir}: no trained adapter yet (adapter/ missing); has training finished?")
@@ -76,7 +120,8 @@ def load_run(run_dir: Path, *, merge: bool = False) -> Loaded:
     if merge:
         model = model.merge_and_unload()
     fmt = resolve_format(tokenizer, cfg.model.chat_template, cfg.model.name or source.path)
-    return Loaded(model, tokenizer, fmt, str(run_dir), cfg.model.system_prompt, run_dir, cfg.model.name, not merge)
+    return Loaded(model, tokenizer, fmt, str(run_dir), cfg.model.system_prompt, run_dir, cfg.model.name, not merge,
+                  run_schema(run_dir))
 
 
 def load_plain(name: str | None, chat_template: str = "auto", trust_remote_code: bool = False) -> Loaded:

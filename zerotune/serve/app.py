@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from zerotune.config import Config, GenerateConfig, ServeConfig
+from zerotune.models.inference import constraint_for
 from zerotune.serve import protocol as p
 from zerotune.serve.batcher import Backend, Batcher, Job, QueueFull, backend_for
 from zerotune.serve.safety import ContentFilter
@@ -241,9 +242,10 @@ def create_app(loaded, cfg: ServeConfig | None = None, *, api_key: str | None = 
         The app; its batcher thread starts and stops with the app's lifespan.
     """
     cfg = cfg or ServeConfig()
-    batcher = Batcher(backend or backend_for(loaded), max_batch=cfg.max_batch, max_queue=cfg.max_queue,
+    gen_cfg = generation or GenerateConfig()
+    batcher = Batcher(backend or backend_for(loaded, constraint_for(loaded, gen_cfg.constrain)), max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       wait_ms=cfg.batch_wait_ms)
-    state = _State(loaded.name, loaded.system_prompt, cfg, generation or GenerateConfig(), content_filter, batcher)
+    state = _State(loaded.name, loaded.system_prompt, cfg, gen_cfg, content_filter, batcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

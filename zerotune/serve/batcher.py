@@ -38,12 +38,13 @@ class Backend:
     count_text: Callable[[str], int]
 
 
-def backend_for(loaded) -> Backend:
-    """The Backend answering with a zerotune.models.inference.Loaded model."""
+def backend_for(loaded, constraint=None) -> Backend:
+    """The Backend answering with a zerotune.models.inference.Loaded model (answers kept to `constraint`'s
+    schema when one is given)."""
     model, tok, fmt = loaded.model, loaded.tokenizer, loaded.fmt
     return Backend(
-        generate=lambda convs, **kw: generate_batch(model, tok, fmt, convs, **kw),
-        stream=lambda conv, **kw: stream(model, tok, fmt, conv, **kw),
+        generate=lambda convs, **kw: generate_batch(model, tok, fmt, convs, constraint=constraint, **kw),
+        stream=lambda conv, **kw: stream(model, tok, fmt, conv, constraint=constraint, **kw),
         count_prompt=lambda conv: len(tok(prompt_text(tok, fmt, conv), add_special_tokens=False)["input_ids"]),
         count_text=lambda text: len(tok(text, add_special_tokens=False)["input_ids"]),
     )

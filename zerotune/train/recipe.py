@@ -23,6 +23,7 @@ import torch
 from zerotune import hardware
 from zerotune.config import Config, dump_config
 from zerotune.data.packing import steps_per_epoch
+from zerotune.data.schema import Schema, infer_schema
 from zerotune.train.inputs import training_rows
 from zerotune.data.tokenize import tokenize_rows
 from zerotune.models.attention import use_packed_attention
@@ -133,12 +134,13 @@ def _total_steps(cfg: Config, n_examples: int, n_budget: int | None = None) -> t
     return total, math.ceil(total / per_epoch)
 
 
-def _write_splits(run_dir: Path, train_rows: list[dict], eval_rows: list[dict]) -> None:
+def _write_splits(run_dir: Path, train_rows: list[dict], eval_rows: list[dict], schema: Schema | None) -> None:
     data_dir = run_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train.jsonl", train_rows), ("eval.jsonl", eval_rows)):
         with open(data_dir / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (data_dir / "schema.json").write_text(schema.to_json() if schema else "null", encoding="utf-8")
 
 
 def save_final(model, tokenizer, run_dir: Path, method: str, state_dict: dict | None = None) -> Path:
@@ -236,11 +238,20 @@ def _encode_all(cfg: Config, tokenizer, fmt, *row_sets: list[dict]):
                           too_long=cfg.data.prepare.too_long) for rows in row_sets]
 
 
-def _start_run_dir(run_dir: Path, cfg: Config, step: int, train_rows: list[dict], eval_rows: list[dict]) -> None:
+def schema_note(schema: Schema | None, why: str, setting: str) -> str:
+    """The run header's line on the answer schema eval, generate and serve will keep answers to."""
+    if schema is None:
+        return f"none ({why}); answers are decoded freely"
+    use = "eval, generate and serve keep answers to it" if setting == "auto" else "not used (generate.constrain=off)"
+    return f"{schema.describe()}; {use}"
+
+
+def _start_run_dir(run_dir: Path, cfg: Config, step: int, train_rows: list[dict], eval_rows: list[dict],
+                   schema: Schema | None) -> None:
     _truncate_metrics(run_dir / "metrics.jsonl", step)  # steps after it are trained again
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    _write_splits(run_dir, train_rows, eval_rows)
+    _write_splits(run_dir, train_rows, eval_rows, schema)
 
 
 def _rank_files(dist: distributed.Dist, optimizer) -> dict:
@@ -326,8 +337,9 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
         grad_scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         replay=replay_tok.examples, replay_count=replay_count, dist=dist)
 
+    schema, no_schema = infer_schema(train_rows)
     if dist.is_main:
-        _start_run_dir(run_dir, cfg, state.step, train_rows, eval_rows)
+        _start_run_dir(run_dir, cfg, state.step, train_rows, eval_rows, schema)
     log = RunLog(run_dir, total_steps, progress=progress and dist.is_main, start_step=state.step)
     if dist.is_main:
         log.header(display_name(cfg.model.name), device, precision, fmt.name, len(tokenized.examples),
@@ -337,6 +349,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
               file=sys.stderr)
         for note in splits.notes:
             print(f"data      {note}", file=sys.stderr)
+        print(f"schema    {schema_note(schema, no_schema, cfg.generate.constrain)}", file=sys.stderr)
         for note in notes:
             print(f"continue  {note}", file=sys.stderr)
         if replay_count:

@@ -1,0 +1,355 @@
+"""The answer schema a training set teaches, and a matcher that keeps generated answers to it.
+
+An extraction task's answers share one shape: the same JSON keys in the same order, or the same
+`key:value;key:value` fields. Each field either copies a span of the question (a name, an order id, a
+symptom) or picks one of a few labels (late, refund; 男, 轻). A small model trained on a few hundred
+rows still drifts from that shape on unseen inputs: it writes a label it never saw ("void" for cancel,
+"中等" for 中), a span that is not in the question ("sleement" for sewing machine), half a word
+("juice" for juicer) or loses the structure. infer_schema reads the shape off the training answers;
+Matcher tells, for any answer prefix, which bytes may come next, so that decoding
+(zerotune.models.constrain) can keep every answer to it:
+
+    literal text      the keys and separators, exactly as training wrote them
+    label field       one of the values training used for it
+    copy field        a span of the question that starts and ends at word edges, or one of the few
+                      values training wrote for it when the question had none (null, 无)
+
+Answers with free-text fields get no schema: nothing here can say what free text may contain.
+The matcher works on UTF-8 bytes, because byte-level tokenizers split a Han character over tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from zerotune.data.slots import MIN_VALUE, occurrences, structure, turn
+
+MAX_LABELS = 32  # a field with more distinct (non-copied) values than this is free text
+LABEL_REPEAT = 3  # ... or whose values are not seen this many times each on average
+COPY_SHARE = 0.5  # a field copied in at least this share of rows is a copy field
+CONFORM = 0.98  # share of rows that must follow the schema for one to be inferred
+MIN_ROWS = 5
+SPAN_PEEK = 4  # bytes of a copied span looked ahead from the literal before it
+_JSON_STYLES = ((", ", ": "), (",", ":"))
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value place of the answer."""
+
+    name: str
+    labels: tuple[str, ...]  # value texts as the answer writes them ("\"late\"", "null", "无")
+    copy: bool  # may also be a span of the question
+    quote: str  # what encloses a copied span ('"' in JSON strings, '' elsewhere)
+    stops: tuple[str, ...]  # texts a copied span may not contain
+    digits: bool = False  # a copied span is a number (JSON numbers)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """literals[i] stands before fields[i]; literals[-1] closes the answer."""
+
+    kind: str  # "json" or "kv"
+    literals: tuple[str, ...]
+    fields: tuple[Field, ...]
+    rows: int  # training rows it was read from
+    skipped: int  # rows that did not follow it
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=1)
+
+    @staticmethod
+    def from_json(text: str) -> "Schema":
+        raw = json.loads(text)
+        fields = tuple(Field(**{**f, "labels": tuple(f["labels"]), "stops": tuple(f["stops"])}) for f in raw["fields"])
+        return Schema(raw["kind"], tuple(raw["literals"]), fields, raw["rows"], raw["skipped"])
+
+    def describe(self) -> str:
+        labels = [f.name for f in self.fields if not f.copy]
+        copies = [f.name for f in self.fields if f.copy]
+        return (f"{self.kind} answers with fields {', '.join(f.name for f in self.fields)}: labels "
+                f"{', '.join(labels) or '-'}; copied from the question {', '.join(copies) or '-'}")
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+def _json_layout(answer: str, parsed) -> tuple[tuple[str, ...], list[str], bool] | None:
+    """(literals, value texts, ensure_ascii) when `answer` is json.dumps of a flat object in one style."""
+    if not isinstance(parsed, dict) or not parsed or \
+            any(not (v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)))
+                for v in parsed.values()):
+        return None
+    text = answer.strip()
+    for item_sep, key_sep in _JSON_STYLES:
+        for ascii_only in (False, True):
+            if json.dumps(parsed, ensure_ascii=ascii_only, separators=(item_sep, key_sep)) != text:
+                continue
+            keys = [json.dumps(k, ensure_ascii=ascii_only) for k in parsed]
+            literals = ["{" + keys[0] + key_sep] + [item_sep + k + key_sep for k in keys[1:]] + ["}"]
+            return tuple(literals), [json.dumps(v, ensure_ascii=ascii_only) for v in parsed.values()], ascii_only
+    return None
+
+
+def _kv_layout(answer: str, fields) -> tuple[tuple[str, ...], list[str]]:
+    bounds = [0] + [b for _, start, end in fields for b in (start, end)] + [len(answer)]
+    pieces = [answer[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+    return tuple(pieces[0::2]), pieces[1::2]
+
+
+def _layout(answer: str) -> tuple[str, tuple[str, ...], list[str]] | None:
+    kind, parsed = structure(answer)
+    if kind == "json":
+        found = _json_layout(answer, parsed)
+        return None if found is None else ("json", found[0], found[1])
+    if kind == "kv":
+        literals, values = _kv_layout(answer, parsed)
+        return "kv", literals, values
+    return None
+
+
+def _copied(question: str, text: str, kind: str) -> str | None:
+    """The span a value text copies from the question, or None."""
+    value = text
+    if len(value.strip('"')) < MIN_VALUE:
+        return None  # one character (男, 轻) is a label, and too short to find unambiguously
+    if kind == "json":
+        value = json.loads(text)
+        if value is None:
+            return None
+        value = str(value)
+    return value if value and occurrences(question, value) else None
+
+
+def _field(name: str, kind: str, texts: list[str], copied: list[bool], next_literal: str) -> Field | None:
+    n = len(texts)
+    share = sum(copied) / n
+    kept = Counter(t for t, c in zip(texts, copied) if share < COPY_SHARE or not c)
+    if len(kept) > MAX_LABELS or (share < COPY_SHARE and len(kept) * LABEL_REPEAT > n):
+        return None  # free text
+    copy = share >= COPY_SHARE
+    quote, digits = "", False
+    if copy and kind == "json":
+        copied_texts = [t for t, c in zip(texts, copied) if c]
+        quote = '"' if all(t.startswith('"') for t in copied_texts) else ""
+        digits = not quote
+        if not quote and not all(t.lstrip("-").isdigit() for t in copied_texts):
+            return None
+    stops = ('"', "\\", "\n") if quote else tuple(s for s in (next_literal[:1], "\n") if s)
+    return Field(name, tuple(sorted(kept)), copy, quote, stops, digits)
+
+
+def infer_schema(rows: list[dict]) -> tuple[Schema | None, str]:
+    """The schema of the rows' answers, or None and why there is none.
+
+    Args:
+        rows: canonical {"messages": ...} rows (augmented copies are ignored).
+    Returns:
+        (schema, reason): schema None when the answers are free text, have no common shape, or a field
+        holds free text; reason says which.
+    """
+    pairs = [p for r in rows if not r.get("augmented") and (p := turn(r)) is not None]
+    if len(pairs) < MIN_ROWS:
+        return None, f"only {len(pairs)} rows"
+    layouts = [_layout(answer) for _, answer in pairs]
+    shapes = Counter((lay[0], lay[1]) for lay in layouts if lay is not None)
+    if not shapes:
+        return None, "answers are free text"
+    (kind, literals), count = shapes.most_common(1)[0]
+    if count < CONFORM * len(pairs):
+        return None, f"only {count} of {len(pairs)} answers share one structure"
+    keep = [(q, lay[2]) for (q, _), lay in zip(pairs, layouts) if lay is not None and (lay[0], lay[1]) == (kind, literals)]
+    fields = []
+    for i in range(len(literals) - 1):
+        texts = [values[i] for _, values in keep]
+        copied = [_copied(q, t, kind) is not None for (q, _), t in zip(keep, texts)]
+        name = literals[i].strip("{,;\n :：\"")
+        field = _field(name or f"field{i}", kind, texts, copied, literals[i + 1])
+        if field is None:
+            return None, f"field {name!r} holds free text"
+        fields.append(field)
+    return Schema(kind, literals, tuple(fields), len(pairs), len(pairs) - count), "ok"
+
+
+# ------------------------------------------------------------------------------------------- matching
+
+def _word_byte(b: int) -> bool:
+    return 48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122  # ASCII letters and digits join words
+
+
+def _char_start(q: bytes, i: int) -> bool:
+    return i >= len(q) or not 0x80 <= q[i] < 0xC0
+
+
+class Matcher:
+    """Which bytes may follow an answer prefix, for one question.
+
+    A state is ("lit", i, offset) inside literal i, ("val", i, text) inside field i's value, or ("end",).
+    """
+
+    def __init__(self, schema: Schema, question: str, lookahead: int = 24):
+        self.q = question.encode("utf-8")
+        self.lits = [lit.encode("utf-8") for lit in schema.literals]
+        self.fields = schema.fields
+        self.labels = [[t.encode("utf-8") for t in f.labels] for f in schema.fields]
+        self.quotes = [f.quote.encode("utf-8") for f in schema.fields]
+        self.stops = [[s.encode("utf-8") for s in f.stops] for f in schema.fields]
+        self.depth = lookahead
+
+    # -- copies -------------------------------------------------------------------------------
+    def _starts(self, i: int, body: bytes) -> list[int]:
+        """Where in the question a copied span beginning with `body` may start."""
+        if any(s in body for s in self.stops[i]) or (self.fields[i].digits and not body.lstrip(b"-").isdigit()
+                                                     and body not in (b"", b"-")):
+            return []
+        q, out, at = self.q, [], self.q.find(body)
+        while at >= 0:
+            if _char_start(q, at) and not (at > 0 and _word_byte(q[at - 1]) and _word_byte(q[at])):
+                out.append(at)
+            at = q.find(body, at + 1)
+        return out
+
+    def _can_end(self, end: int) -> bool:
+        q = self.q
+        return _char_start(q, end) and not (0 < end < len(q) and _word_byte(q[end - 1]) and _word_byte(q[end]))
+
+    def _complete(self, i: int, body: bytes) -> bool:
+        return bool(body) and any(self._can_end(p + len(body)) for p in self._starts(i, body))
+
+    # -- states -------------------------------------------------------------------------------
+    def _at_literal(self, text: bytes, pos: int, i: int) -> set:
+        lit, rest = self.lits[i], text[pos:]
+        if len(rest) < len(lit):
+            return {("lit", i, len(rest))} if lit.startswith(rest) else set()
+        if not rest.startswith(lit):
+            return set()
+        if i == len(self.fields):
+            return {("end",)} if pos + len(lit) == len(text) else set()
+        return self._at_value(text, pos + len(lit), i)
+
+    def _at_value(self, text: bytes, pos: int, i: int) -> set:
+        rest, out = text[pos:], set()
+        for label in self.labels[i]:
+            if rest.startswith(label):
+                out |= self._at_literal(text, pos + len(label), i + 1)
+            elif label.startswith(rest):
+                out.add(("val", i, rest))
+        if self.fields[i].copy:
+            out |= self._copy_states(text, pos, i)
+        return out
+
+    def _copy_states(self, text: bytes, pos: int, i: int) -> set:
+        quote, rest = self.quotes[i], text[pos:]
+        if len(rest) <= len(quote) and quote.startswith(rest) and (rest or quote):
+            return {("val", i, rest)}
+        if not rest.startswith(quote):
+            return set()
+        tail = rest[len(quote):]
+        if quote:
+            end = tail.find(quote)
+            body = tail if end < 0 else tail[:end]
+        else:
+            ends = [tail.find(s[:1]) for s in (self.lits[i + 1][:1],) if s]
+            end = min((e for e in ends if e >= 0), default=-1)
+            body = tail if end < 0 else tail[:end]
+        out = set()
+        if end < 0:
+            if self._starts(i, body):
+                out.add(("val", i, rest))
+            if not quote and self._complete(i, body):
+                out |= self._at_literal(text, len(text), i + 1)
+        elif self._complete(i, body):
+            out |= self._at_literal(text, pos + len(quote) + end + len(quote), i + 1)
+        return out
+
+    def states(self, text: bytes) -> set:
+        """Every parse of an answer prefix; empty when it has left the schema."""
+        return self._at_literal(text, 0, 0)
+
+    # -- what may come next -----------------------------------------------------------------------
+    def _span_starts(self, i: int) -> list[int]:
+        q = self.q
+        return [p for p in range(len(q)) if _char_start(q, p) and not (p and _word_byte(q[p - 1]) and _word_byte(q[p]))
+                and self._body_ok(i, q[p:p + 1])]
+
+    def _body_ok(self, i: int, body: bytes) -> bool:
+        if any(s in body for s in self.stops[i]):
+            return False
+        return not self.fields[i].digits or body in (b"", b"-") or body.lstrip(b"-").isdigit()
+
+    def _after_literal(self, i: int, off: int, room: int, expand: bool = True) -> list[bytes]:
+        """Literal i from `off`, then (when `expand`) the start of field i's value, within `room` bytes.
+        A token rarely reaches from one literal through a value into the next, so a copied span after a
+        literal is looked ahead only a few bytes, and after a value's end only the literal is."""
+        rest = self.lits[i][off:]
+        if not expand or len(rest) >= room or i == len(self.fields):
+            return [rest[:max(room, 0)]]
+        return [rest + s for s in self._value_start(i, room - len(rest))]
+
+    def _close(self, i: int, room: int) -> list[bytes]:
+        """The closing quote of field i's copied span and the literal after it, within `room` bytes."""
+        quote = self.quotes[i]
+        if room <= len(quote):
+            return [quote[:max(room, 0)]]
+        return [quote + s for s in self._after_literal(i + 1, 0, room - len(quote), expand=False)]
+
+    def _value_start(self, i: int, room: int) -> list[bytes]:
+        out = []
+        for lab in self.labels[i]:
+            out += [lab[:room]] if len(lab) >= room else \
+                [lab + s for s in self._after_literal(i + 1, 0, room - len(lab), expand=False)]
+        if self.fields[i].copy:
+            quote = self.quotes[i]
+            room = min(room, len(quote) + SPAN_PEEK)
+            if room <= len(quote):
+                out.append(quote[:room])
+            else:
+                out += [quote + s for s in self._copy_from(i, b"", self._span_starts(i), room - len(quote))]
+        return out
+
+    def _copy_from(self, i: int, body: bytes, starts, room: int) -> list[bytes]:
+        """Continuations of a copied span `body` (its possible starts given) within `room` bytes."""
+        out = []
+        for p in starts:
+            e = p + len(body)
+            for c in range(0, min(room, len(self.q) - e) + 1):
+                ext = self.q[e:e + c]
+                if not self._body_ok(i, body + ext):
+                    break
+                if c == room:
+                    out.append(ext)
+                elif body + ext and self._can_end(e + c):
+                    out += [ext + s for s in self._close(i, room - c)]
+        return out
+
+    def _from_value(self, i: int, sofar: bytes, room: int) -> list[bytes]:
+        out = []
+        for lab in self.labels[i]:
+            if lab.startswith(sofar) and lab != sofar:
+                rest = lab[len(sofar):]
+                out += [rest[:room]] if len(rest) >= room else \
+                    [rest + s for s in self._after_literal(i + 1, 0, room - len(rest), expand=False)]
+        if not self.fields[i].copy:
+            return out
+        quote = self.quotes[i]
+        if len(sofar) < len(quote):
+            rest = quote[len(sofar):]
+            if room <= len(rest):
+                return out + [rest[:room]]
+            return out + [rest + s for s in self._copy_from(i, b"", self._span_starts(i), room - len(rest))]
+        body = sofar[len(quote):]
+        starts = self._starts(i, body) if body else self._span_starts(i)
+        return out + self._copy_from(i, body, starts, room)
+
+    def continuations(self, text: bytes) -> tuple[list[bytes], bool]:
+        """(byte strings that may follow `text`, each up to the lookahead; whether the answer may end here)."""
+        out, end = [], False
+        for state in self.states(text):
+            if state[0] == "end":
+                end = True
+            elif state[0] == "lit":
+                out += self._after_literal(state[1], state[2], self.depth)
+            else:
+                out += self._from_value(state[1], state[2], self.depth)
+        return [s for s in dict.fromkeys(out) if s], end
