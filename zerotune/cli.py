@@ -164,6 +164,8 @@ def _comparison_table(results: dict) -> str:
             fmt = "{:>10.1f}" if k == "tokens_per_second" else "{:>10.3f}"
             lines.append(f"{k:<18}" + (fmt.format(base[k]) if base else "") + fmt.format(tuned[k]))
     lines.append(f"{'n':<18}" + (f"{base['n']:>10}" if base else "") + f"{tuned['n']:>10}")
+    if tuned.get("decoding") == "schema":
+        lines.append("decoding: kept to the answer schema of the training data (generate.constrain=off: free)")
     passed = results.get("passed", {})
     if passed:
         lines.append("thresholds: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in passed.items()))

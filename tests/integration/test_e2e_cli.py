@@ -34,7 +34,7 @@ def test_train_then_generate_on_embedded_model(tmp_path):
     assert "run directory:" in proc.stdout and "exact_match" in proc.stdout
 
     assert _files(run) == {
-        "config.yaml", "metrics.jsonl", "loss.png", "data/train.jsonl", "data/eval.jsonl",
+        "config.yaml", "metrics.jsonl", "loss.png", "data/train.jsonl", "data/eval.jsonl", "data/schema.json",
         "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/README.md",
         "adapter/tokenizer.json", "adapter/tokenizer_config.json", "adapter/chat_template.jinja",
         "eval/metrics.json", "eval/samples.jsonl", "eval/report.md", "eval/report.html",

@@ -29,7 +29,8 @@ from zerotune.data.augment import Translator, augment_for_training, back_transla
 from zerotune.data.dedup import NearDedup, row_digest
 from zerotune.data.formats import DataError
 from zerotune.data.reader import Problem
-from zerotune.data.report import build_report, slot_warnings, write_report
+from zerotune.data.report import build_report, schema_entry, slot_warnings, write_report
+from zerotune.data.schema import infer_schema
 from zerotune.data.split import stratified_split
 from zerotune.data.rowwork import encode_row
 from zerotune.data.slots import keeps_copies
@@ -220,6 +221,8 @@ def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, 
             train_rows = [row for _, row in _read_rows(rows, keep & ~is_eval & original)] if small else []
             eval_rows = [row for _, row in _read_rows(rows, keep & is_eval)] if small else []
             slotted, slots = augment_for_training(train_rows, eval_rows, cfg, seed=seed, vocab=vocab)
+            schema = schema_entry(*infer_schema(train_rows)) if small else \
+                schema_entry(None, "not read on data above augment_max_rows")
             made, lost = _generate(train_rows, cfg, seed, template_spec or cfg.templates, translator, progress,
                                    slots["copy_fields"])
             del train_rows, eval_rows
@@ -237,6 +240,7 @@ def prepare(paths: list[str] | str, out: str, cfg: PrepareConfig | None = None, 
         report = build_report(run, cfg, keep=keep, is_eval=is_eval, extra=extra, made=sum(made_by.values()),
                               dropped=dropped, near_note=near_note, seed=seed, eval_fraction=eval_fraction,
                               made_by=dict(made_by), slots=slots)
+        report["schema"] = schema
         for warning in slot_warnings(slots):
             log.warning(warning)
         write_report(tmp, report)

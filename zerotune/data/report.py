@@ -158,6 +158,28 @@ def _augmentation_md(report: dict) -> list[str]:
     return lines
 
 
+def schema_entry(schema, why: str) -> dict:
+    """The report's record of the answer schema (data/schema.py) train will write and eval/serve keep to."""
+    if schema is None:
+        return {"found": False, "why": why}
+    fields = [{"name": f.name, "copy": f.copy, "labels": list(f.labels)} for f in schema.fields]
+    return {"found": True, "kind": schema.kind, "fields": fields, "rows": schema.rows, "skipped": schema.skipped}
+
+
+def _schema_md(entry: dict | None) -> list[str]:
+    if not entry:
+        return []
+    lines = ["", "### Answer schema", ""]
+    if not entry["found"]:
+        return lines + [f"None ({entry['why']}): answers are decoded freely."]
+    lines.append(f"The train answers share one {entry['kind']} structure ({entry['rows'] - entry['skipped']} of "
+                 f"{entry['rows']} rows); a run trained on them keeps every answer to it while decoding (eval, "
+                 "generate, chat, serve; `generate.constrain=off` turns that off).")
+    rows = [(_cell(f["name"]), "span of the question" + (" or a label" if f["labels"] else "") if f["copy"]
+             else "label", _cell(", ".join(f["labels"])[:120])) for f in entry["fields"]]
+    return lines + ["", *_table(("field", "value", "labels"), rows)]
+
+
 def slot_summary(report: dict) -> list[str]:
     """Two short lines on copy slots and the augmentation they drove (for the CLI)."""
     slots = report.get("slots")
@@ -169,7 +191,11 @@ def slot_summary(report: dict) -> list[str]:
     aug = report.get("augmentation", {})
     made = "; ".join(f"{key} +{aug.get(tag, {}).get('added', 0)} rows" if slots[key]["on"]
                      else f"{key} off ({slots[key]['why']})" for tag, key in SLOT_KINDS)
-    return [f"copy slots: {found}", f"augmentation: {made}"]
+    schema = report.get("schema") or {}
+    shape = [f"answer schema: {schema['kind']}, fields " + ", ".join(
+        f["name"] + ("" if f["copy"] else f" ({len(f['labels'])} labels)") for f in schema["fields"])] \
+        if schema.get("found") else []
+    return [f"copy slots: {found}", f"augmentation: {made}"] + shape
 
 
 def slot_warnings(slots: dict | None) -> list[str]:
@@ -191,7 +217,7 @@ def slot_warnings(slots: dict | None) -> list[str]:
 def render_markdown(report: dict) -> str:
     """report.md text from the report dict."""
     lines = _summary_md(report) + _consistency_md(report["consistency"]) + _coverage_md(report["coverage"])
-    lines += _slots_md(report.get("slots")) + _augmentation_md(report)
+    lines += _slots_md(report.get("slots")) + _schema_md(report.get("schema")) + _augmentation_md(report)
     lines += _cleanliness_md(report["cleanliness"])
     if report["warnings"]:
         lines += ["", "## Warnings", "", *(f"- {w}" for w in report["warnings"])]

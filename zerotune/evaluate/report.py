@@ -66,6 +66,8 @@ def _number(value: object) -> bool:
 
 
 def _fmt(key: str, value: object) -> str:
+    if isinstance(value, str):
+        return value  # decoding: schema or free
     if not _number(value):
         return "–"
     if key == "n" or isinstance(value, int):

@@ -1,0 +1,118 @@
+"""The answer schema read off training rows, and the matcher that keeps decoding to it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zerotune.data.formats import read_examples
+from zerotune.data.schema import Matcher, Schema, infer_schema
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _row(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def _accepts(matcher: Matcher, answer: str) -> bool:
+    """Every byte of `answer` is allowed after the bytes before it, and the answer may end there."""
+    data = answer.encode()
+    for k in range(len(data)):
+        strings, _ = matcher.continuations(data[:k])
+        if not any(s.startswith(data[k:k + 1]) for s in strings):
+            return False
+    return matcher.continuations(data)[1]
+
+
+@pytest.fixture(scope="module")
+def en():
+    return infer_schema(read_examples(str(EXAMPLES / "support_en/train.jsonl")))[0]
+
+
+@pytest.fixture(scope="module")
+def zh():
+    return infer_schema(read_examples(str(EXAMPLES / "clinic_zh/train.jsonl")))[0]
+
+
+def test_json_schema_of_the_english_example(en):
+    assert en.kind == "json" and [f.name for f in en.fields] == ["name", "order_id", "product", "issue", "action"]
+    by = {f.name: f for f in en.fields}
+    assert by["name"].copy and by["product"].copy and by["name"].labels == ()
+    assert by["order_id"].copy and by["order_id"].labels == ("null",)  # no order number given: null
+    assert not by["issue"].copy and set(by["issue"].labels) == {
+        '"damaged"', '"late"', '"wrong_item"', '"missing"', '"billing"', '"defective"'}
+    assert en.literals[0] == '{"name": ' and en.literals[-1] == "}"
+
+
+def test_key_value_schema_of_the_chinese_example(zh):
+    by = {f.name: f for f in zh.fields}
+    assert zh.kind == "kv" and list(by) == ["性别", "年龄", "症状", "程度", "病程", "既往史"]
+    assert not by["性别"].copy and set(by["性别"].labels) == {"男", "女"}  # 先生 -> 男 is mapped, not copied
+    assert not by["程度"].copy and set(by["程度"].labels) == {"轻", "中", "重"}
+    assert by["既往史"].copy and by["既往史"].labels == ("无",)
+    assert by["症状"].copy and zh.literals[:2] == ("性别:", ";年龄:")
+
+
+@pytest.mark.parametrize("task", ["support_en", "clinic_zh"])
+def test_every_unseen_eval_answer_is_allowed(task, en, zh):
+    """No false rejection: each eval answer (new values, new phrasings) passes byte by byte."""
+    schema = en if task == "support_en" else zh
+    rows = read_examples(str(EXAMPLES / task / "eval.jsonl"))
+    for row in rows:
+        question, answer = row["messages"][-2]["content"], row["messages"][-1]["content"]
+        assert _accepts(Matcher(schema, question), answer), answer
+
+
+def test_what_the_matcher_refuses(en):
+    q = ("Greetings, Greta speaking. Regarding purchase 533521, a totally different thing came instead of my "
+         "juicer. Void this purchase.")
+    m = Matcher(en, q)
+    good = {"name": "Greta", "order_id": "533521", "product": "juicer", "issue": "wrong_item", "action": "cancel"}
+    assert _accepts(m, json.dumps(good))
+    for field, bad in [("action", "void"),  # a label training never used
+                       ("product", "juice"),  # half a word of the question
+                       ("product", "sewing machine"),  # not in the question
+                       ("name", "reta"),  # starts inside a word
+                       ("order_id", "533521 ")]:
+        assert not _accepts(m, json.dumps({**good, field: bad})), (field, bad)
+    assert not m.states(b'{"name": "Greta", "order": ')  # a key out of place
+    assert not _accepts(m, json.dumps(good)[:-1])  # cannot end before the closing brace
+    assert _accepts(m, json.dumps({**good, "order_id": None}))  # null, as training wrote when none was given
+
+
+def test_chinese_spans_end_on_characters_not_bytes(zh):
+    q = "女士（41岁）四个月内反复出现难以忍受的下肢麻木，平素身体健康。"
+    m = Matcher(zh, q)
+    half = "性别:女;年龄:41;症状:下肢麻木".encode()[:-1]  # inside the last character's bytes
+    assert m.states(half)  # a prefix
+    assert not m.continuations(half + b";")[0] or not m.states(half + b";")
+    assert _accepts(m, "性别:女;年龄:41;症状:下肢麻木;程度:重;病程:四个月;既往史:无")
+    assert not _accepts(m, "性别:女;年龄:41;症状:下肢麻木;程度:重度;病程:四个月;既往史:无")  # 重度 is no label
+    assert not _accepts(m, "性别:女;年龄:41;症状:下肢麻木;程度:重;病程:四个月")  # a field left out
+
+
+def test_no_schema_for_free_text_or_mixed_shapes():
+    prose = [_row(f"Tell me about item {i}", f"Item {i} is a fine thing, made in {1990 + i}.") for i in range(10)]
+    assert infer_schema(prose) == (None, "answers are free text")
+    mixed = [_row(f"Order {i} from Ann Lee", json.dumps({"name": "Ann Lee", "order": str(i)})) for i in range(5)]
+    mixed += [_row(f"Order {i} from Bo Chan", f"name:Bo Chan;order:{i}") for i in range(5)]
+    schema, why = infer_schema(mixed)
+    assert schema is None and "share one structure" in why
+    free_field = [_row(f"Ticket {i}", json.dumps({"id": str(i), "summary": f"free text number {i} " * 2}))
+                  for i in range(20)]
+    schema, why = infer_schema(free_field)
+    assert schema is None and "summary" in why
+
+
+def test_schema_round_trips_through_json(en, zh):
+    for schema in (en, zh):
+        assert Schema.from_json(schema.to_json()) == schema
+
+
+def test_augmented_rows_do_not_shape_the_schema():
+    rows = [_row(f"Order {i}: Ann Lee wants a refund", json.dumps({"name": "Ann Lee", "action": "refund"}))
+            for i in range(10)]
+    odd = {**_row("x", json.dumps({"name": "x", "action": "shout"})), "augmented": "slot_swap"}
+    schema, _ = infer_schema(rows + [odd] * 5)
+    assert schema is not None and schema.rows == 10
