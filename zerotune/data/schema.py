@@ -24,14 +24,15 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from zerotune.data.slots import MIN_VALUE, occurrences, structure, turn
+from zerotune.data.slots import MIN_VALUE, _alnum, occurrences, structure, turn
 
 MAX_LABELS = 32  # a field with more distinct (non-copied) values than this is free text
 LABEL_REPEAT = 3  # ... or whose values are not seen this many times each on average
 COPY_SHARE = 0.5  # a field copied in at least this share of rows is a copy field
 CONFORM = 0.98  # share of rows that must follow the schema for one to be inferred
 MIN_ROWS = 5
-SPAN_PEEK = 4  # bytes of a copied span looked ahead from the literal before it
+SPAN_PEEK = 4  # bytes of a copied span looked ahead from the literal before it ...
+LITERAL_TAIL = 2  # ... unless at most this many bytes of the literal are left: then the whole lookahead
 _JSON_STYLES = ((", ", ": "), (",", ":"))
 
 
@@ -112,19 +113,20 @@ def _layout(answer: str) -> tuple[str, tuple[str, ...], list[str]] | None:
 def _copied(question: str, text: str, kind: str) -> str | None:
     """The span a value text copies from the question, or None."""
     value = text
-    if len(value.strip('"')) < MIN_VALUE:
-        return None  # one character (男, 轻) is a label, and too short to find unambiguously
     if kind == "json":
         value = json.loads(text)
         if value is None:
             return None
         value = str(value)
-    return value if value and occurrences(question, value) else None
+    if len(value) < MIN_VALUE:
+        return None  # one character (男, 轻) is a label, and too short to find unambiguously
+    return value if occurrences(question, value) else None
 
 
 def _field(name: str, kind: str, texts: list[str], copied: list[bool], next_literal: str) -> Field | None:
     n = len(texts)
-    share = sum(copied) / n
+    given = sum(1 for t in texts if t != "null") or 1  # an optional field is copied whenever it is given
+    share = sum(copied) / given
     kept = Counter(t for t, c in zip(texts, copied) if share < COPY_SHARE or not c)
     if len(kept) > MAX_LABELS or (share < COPY_SHARE and len(kept) * LABEL_REPEAT > n):
         return None  # free text
@@ -136,6 +138,8 @@ def _field(name: str, kind: str, texts: list[str], copied: list[bool], next_lite
         digits = not quote
         if not quote and not all(t.lstrip("-").isdigit() for t in copied_texts):
             return None
+        if quote and any(json.loads(t) != t[1:-1] for t in copied_texts):
+            return None  # escaped in the answer (\u00eb, \"): the bytes differ from the question's
     stops = ('"', "\\", "\n") if quote else tuple(s for s in (next_literal[:1], "\n") if s)
     return Field(name, tuple(sorted(kept)), copy, quote, stops, digits)
 
@@ -164,22 +168,36 @@ def infer_schema(rows: list[dict]) -> tuple[Schema | None, str]:
     for i in range(len(literals) - 1):
         texts = [values[i] for _, values in keep]
         copied = [_copied(q, t, kind) is not None for (q, _), t in zip(keep, texts)]
-        name = literals[i].strip("{,;\n :：\"")
+        name = literals[i].strip("{,;\n :：；，=\"")
         field = _field(name or f"field{i}", kind, texts, copied, literals[i + 1])
         if field is None:
-            return None, f"field {name!r} holds free text"
+            return None, f"field {name!r} holds free text or escaped copies"
         fields.append(field)
     return Schema(kind, literals, tuple(fields), len(pairs), len(pairs) - count), "ok"
 
 
 # ------------------------------------------------------------------------------------------- matching
 
-def _word_byte(b: int) -> bool:
-    return 48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122  # ASCII letters and digits join words
-
-
 def _char_start(q: bytes, i: int) -> bool:
     return i >= len(q) or not 0x80 <= q[i] < 0xC0
+
+
+_EDGE_PUNCT = set(" \t\r\n,.;:!?，。；：！？、")  # a copied span never starts or ends on these
+
+
+def _edges(question: str) -> tuple[dict[int, str], dict[int, str]]:
+    """(character starting at each byte offset, character ending at each byte offset) of the question."""
+    starting, ending, at = {}, {}, 0
+    for ch in question:
+        starting[at] = ch
+        at += len(ch.encode("utf-8"))
+        ending[at] = ch
+    return starting, ending
+
+
+def _joins(a: str | None, b: str | None) -> bool:
+    """Two neighbouring characters of one word (Latin letters, digits; Han characters join nothing)."""
+    return a is not None and b is not None and _alnum(a) and _alnum(b)
 
 
 class Matcher:
@@ -196,6 +214,8 @@ class Matcher:
         self.quotes = [f.quote.encode("utf-8") for f in schema.fields]
         self.stops = [[s.encode("utf-8") for s in f.stops] for f in schema.fields]
         self.depth = lookahead
+        self.starting, self.ending = _edges(question)
+        self._memo: dict = {}  # (what, field, room...) -> continuations that depend on no prefix
 
     # -- copies -------------------------------------------------------------------------------
     def _starts(self, i: int, body: bytes) -> list[int]:
@@ -205,14 +225,18 @@ class Matcher:
             return []
         q, out, at = self.q, [], self.q.find(body)
         while at >= 0:
-            if _char_start(q, at) and not (at > 0 and _word_byte(q[at - 1]) and _word_byte(q[at])):
+            if self._can_start(at):
                 out.append(at)
             at = q.find(body, at + 1)
         return out
 
+    def _can_start(self, at: int) -> bool:
+        first = self.starting.get(at)
+        return first is not None and first not in _EDGE_PUNCT and not _joins(self.ending.get(at), first)
+
     def _can_end(self, end: int) -> bool:
-        q = self.q
-        return _char_start(q, end) and not (0 < end < len(q) and _word_byte(q[end - 1]) and _word_byte(q[end]))
+        last = self.ending.get(end)
+        return last is not None and last not in _EDGE_PUNCT and not _joins(last, self.starting.get(end))
 
     def _complete(self, i: int, body: bytes) -> bool:
         return bool(body) and any(self._can_end(p + len(body)) for p in self._starts(i, body))
@@ -250,15 +274,17 @@ class Matcher:
             end = tail.find(quote)
             body = tail if end < 0 else tail[:end]
         else:
-            ends = [tail.find(s[:1]) for s in (self.lits[i + 1][:1],) if s]
-            end = min((e for e in ends if e >= 0), default=-1)
+            sep = self.lits[i + 1].decode("utf-8")[:1].encode("utf-8")
+            end = tail.find(sep) if sep else -1
             body = tail if end < 0 else tail[:end]
         out = set()
         if end < 0:
             if self._starts(i, body):
                 out.add(("val", i, rest))
-            if not quote and self._complete(i, body):
-                out |= self._at_literal(text, len(text), i + 1)
+            if not quote:  # the span may have ended where the next literal (maybe a multi-byte 「；」) began
+                for k in range(max(0, len(tail) - len(sep)), len(tail) + 1):
+                    if sep.startswith(tail[k:]) and self._complete(i, tail[:k]):
+                        out |= self._at_literal(text, pos + k, i + 1)
         elif self._complete(i, body):
             out |= self._at_literal(text, pos + len(quote) + end + len(quote), i + 1)
         return out
@@ -269,9 +295,12 @@ class Matcher:
 
     # -- what may come next -----------------------------------------------------------------------
     def _span_starts(self, i: int) -> list[int]:
-        q = self.q
-        return [p for p in range(len(q)) if _char_start(q, p) and not (p and _word_byte(q[p - 1]) and _word_byte(q[p]))
-                and self._body_ok(i, q[p:p + 1])]
+        """Where a copied span of field i may start (computed once per question)."""
+        key = ("starts", i)
+        if key not in self._memo:
+            q = self.q
+            self._memo[key] = [p for p in self.starting if self._can_start(p) and self._body_ok(i, q[p:p + 1])]
+        return self._memo[key]
 
     def _body_ok(self, i: int, body: bytes) -> bool:
         if any(s in body for s in self.stops[i]):
@@ -280,12 +309,14 @@ class Matcher:
 
     def _after_literal(self, i: int, off: int, room: int, expand: bool = True) -> list[bytes]:
         """Literal i from `off`, then (when `expand`) the start of field i's value, within `room` bytes.
-        A token rarely reaches from one literal through a value into the next, so a copied span after a
-        literal is looked ahead only a few bytes, and after a value's end only the literal is."""
+        A token rarely reaches from one literal through a value into the next, so after a value's end only
+        the literal is looked ahead; a copied span after a literal is looked ahead a few bytes, or in full
+        when at most LITERAL_TAIL bytes of the literal are left (" Benjamin" after "name:" is one token)."""
         rest = self.lits[i][off:]
         if not expand or len(rest) >= room or i == len(self.fields):
             return [rest[:max(room, 0)]]
-        return [rest + s for s in self._value_start(i, room - len(rest))]
+        peek = room if len(rest) <= LITERAL_TAIL else SPAN_PEEK
+        return [rest + s for s in self._value_start(i, room - len(rest), peek)]
 
     def _close(self, i: int, room: int) -> list[bytes]:
         """The closing quote of field i's copied span and the literal after it, within `room` bytes."""
@@ -294,18 +325,22 @@ class Matcher:
             return [quote[:max(room, 0)]]
         return [quote + s for s in self._after_literal(i + 1, 0, room - len(quote), expand=False)]
 
-    def _value_start(self, i: int, room: int) -> list[bytes]:
+    def _value_start(self, i: int, room: int, peek: int) -> list[bytes]:
+        key = ("value", i, room, peek)
+        if key in self._memo:
+            return self._memo[key]
         out = []
         for lab in self.labels[i]:
             out += [lab[:room]] if len(lab) >= room else \
                 [lab + s for s in self._after_literal(i + 1, 0, room - len(lab), expand=False)]
         if self.fields[i].copy:
             quote = self.quotes[i]
-            room = min(room, len(quote) + SPAN_PEEK)
+            room = min(room, len(quote) + peek)
             if room <= len(quote):
                 out.append(quote[:room])
             else:
-                out += [quote + s for s in self._copy_from(i, b"", self._span_starts(i), room - len(quote))]
+                out += [quote + s for s in self._fresh_span(i, room - len(quote))]
+        self._memo[key] = out
         return out
 
     def _copy_from(self, i: int, body: bytes, starts, room: int) -> list[bytes]:
@@ -337,10 +372,16 @@ class Matcher:
             rest = quote[len(sofar):]
             if room <= len(rest):
                 return out + [rest[:room]]
-            return out + [rest + s for s in self._copy_from(i, b"", self._span_starts(i), room - len(rest))]
+            return out + [rest + s for s in self._fresh_span(i, room - len(rest))]
         body = sofar[len(quote):]
-        starts = self._starts(i, body) if body else self._span_starts(i)
-        return out + self._copy_from(i, body, starts, room)
+        return out + (self._copy_from(i, body, self._starts(i, body), room) if body else self._fresh_span(i, room))
+
+    def _fresh_span(self, i: int, room: int) -> list[bytes]:
+        """Every copied span field i may begin with, within `room` bytes (computed once per question)."""
+        key = ("span", i, room)
+        if key not in self._memo:
+            self._memo[key] = self._copy_from(i, b"", self._span_starts(i), room)
+        return self._memo[key]
 
     def continuations(self, text: bytes) -> tuple[list[bytes], bool]:
         """(byte strings that may follow `text`, each up to the lookahead; whether the answer may end here)."""

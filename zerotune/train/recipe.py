@@ -27,6 +27,7 @@ from zerotune.data.schema import Schema, infer_schema
 from zerotune.train.inputs import training_rows
 from zerotune.data.tokenize import tokenize_rows
 from zerotune.models.attention import use_packed_attention
+from zerotune.models.constrain import token_bytes
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
@@ -238,11 +239,13 @@ def _encode_all(cfg: Config, tokenizer, fmt, *row_sets: list[dict]):
                           too_long=cfg.data.prepare.too_long) for rows in row_sets]
 
 
-def schema_note(schema: Schema | None, why: str, setting: str) -> str:
+def schema_note(schema: Schema | None, why: str, setting: str, byte_level: bool) -> str:
     """The run header's line on the answer schema eval, generate and serve will keep answers to."""
     if schema is None:
         return f"none ({why}); answers are decoded freely"
     use = "eval, generate and serve keep answers to it" if setting == "auto" else "not used (generate.constrain=off)"
+    if not byte_level:
+        use = "not used: the tokenizer is not byte-level BPE, so answers are decoded freely"
     return f"{schema.describe()}; {use}"
 
 
@@ -349,7 +352,8 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
               file=sys.stderr)
         for note in splits.notes:
             print(f"data      {note}", file=sys.stderr)
-        print(f"schema    {schema_note(schema, no_schema, cfg.generate.constrain)}", file=sys.stderr)
+        byte_level = schema is None or token_bytes(tokenizer) is not None
+        print(f"schema    {schema_note(schema, no_schema, cfg.generate.constrain, byte_level)}", file=sys.stderr)
         for note in notes:
             print(f"continue  {note}", file=sys.stderr)
         if replay_count:
