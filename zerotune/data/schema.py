@@ -220,8 +220,7 @@ class Matcher:
     # -- copies -------------------------------------------------------------------------------
     def _starts(self, i: int, body: bytes) -> list[int]:
         """Where in the question a copied span beginning with `body` may start."""
-        if any(s in body for s in self.stops[i]) or (self.fields[i].digits and not body.lstrip(b"-").isdigit()
-                                                     and body not in (b"", b"-")):
+        if not self._body_ok(i, body):
             return []
         q, out, at = self.q, [], self.q.find(body)
         while at >= 0:

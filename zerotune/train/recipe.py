@@ -28,6 +28,7 @@ from zerotune.train.inputs import training_rows
 from zerotune.data.tokenize import tokenize_rows
 from zerotune.models.attention import use_packed_attention
 from zerotune.models.constrain import token_bytes
+from zerotune.models.inference import SCHEMA_FILE
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
@@ -141,7 +142,7 @@ def _write_splits(run_dir: Path, train_rows: list[dict], eval_rows: list[dict], 
     for name, rows in (("train.jsonl", train_rows), ("eval.jsonl", eval_rows)):
         with open(data_dir / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    (data_dir / "schema.json").write_text(schema.to_json() if schema else "null", encoding="utf-8")
+    (data_dir / SCHEMA_FILE).write_text(schema.to_json() if schema else "null", encoding="utf-8")
 
 
 def save_final(model, tokenizer, run_dir: Path, method: str, state_dict: dict | None = None) -> Path:
