@@ -177,3 +177,18 @@ def test_long_questions_stay_cheap():
                          "action": "cancel"})
     assert len(q) > 2000 and _accepts(m, answer)
     assert ("span", 0, 24 - 1) in m._memo or any(k[0] == "span" for k in m._memo)  # reused, not recomputed
+
+
+def test_a_field_copied_as_numbers_only_copies_numbers():
+    rows = [(f"患者{a}岁，{s}{d}", f"年龄:{a};症状:{s};病程:{d}") for a, s, d in
+            [("39", "头痛", "三天"), ("41", "咳嗽", "两周"), ("55", "发热", "一天"), ("60", "胸闷", "五天"),
+             ("72", "腹泻", "三周"), ("28", "乏力", "半年")] * 2]
+    schema = _schema(rows)
+    age, symptom = schema.fields[0], schema.fields[1]
+    assert age.digits and not symptom.digits
+    m = Matcher(schema, "先生（70岁）三周内反复出现少许咽喉肿痛")
+    assert _accepts(m, "年龄:70;症状:咽喉肿痛;病程:三周")
+    assert not _accepts(m, "年龄:三周;症状:咽喉肿痛;病程:三周")  # what an unconstrained span allowed
+    assert not _accepts(m, "年龄:7;症状:咽喉肿痛;病程:三周")  # part of a number is no number
+    full = Matcher(_schema([(q.replace("3", "３"), a.replace("3", "３")) for q, a in rows]), "患者３４岁，头晕两天")
+    assert _accepts(full, "年龄:３４;症状:头晕;病程:两天")

@@ -45,7 +45,7 @@ class Field:
     copy: bool  # may also be a span of the question
     quote: str  # what encloses a copied span ('"' in JSON strings, '' elsewhere)
     stops: tuple[str, ...]  # texts a copied span may not contain
-    digits: bool = False  # a copied span is a number (JSON numbers)
+    digits: bool = False  # a copied span is a whole number (JSON numbers; strings that were all digits)
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,9 @@ def _field(name: str, kind: str, texts: list[str], copied: list[bool], next_lite
             return None
         if quote and any(json.loads(t) != t[1:-1] for t in copied_texts):
             return None  # escaped in the answer (\u00eb, \"): the bytes differ from the question's
+    if copy and not digits:  # every copied value a number (an age, an order id): copy numbers only
+        values = [t[len(quote):len(t) - len(quote)] for t, c in zip(texts, copied) if c]
+        digits = bool(values) and all(v.isdigit() for v in values)
     stops = ('"', "\\", "\n") if quote else tuple(s for s in (next_literal[:1], "\n") if s)
     return Field(name, tuple(sorted(kept)), copy, quote, stops, digits)
 
@@ -304,7 +307,10 @@ class Matcher:
     def _body_ok(self, i: int, body: bytes) -> bool:
         if any(s in body for s in self.stops[i]):
             return False
-        return not self.fields[i].digits or body in (b"", b"-") or body.lstrip(b"-").isdigit()
+        if not self.fields[i].digits or body in (b"", b"-"):
+            return True
+        text = body.lstrip(b"-").decode("utf-8", "ignore")  # a character cut short waits for its bytes
+        return text.isdigit() or (not text and len(body.lstrip(b"-")) < 4)
 
     def _after_literal(self, i: int, off: int, room: int, expand: bool = True) -> list[bytes]:
         """Literal i from `off`, then (when `expand`) the start of field i's value, within `room` bytes.
