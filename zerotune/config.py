@@ -100,6 +100,11 @@ class PrepareConfig(_Section):
         "auto", description="train rows refilled with another row's copied values; auto: on for Chinese/Japanese "
         "data")
     phrasing_mix_ratio: float = Field(1.0, ge=0, description="phrasing-mixed rows per train row with copy slots")
+    clause_order: Literal["on", "off"] = Field(
+        "off", description="train copies with the question's clauses (Han) or sentences (Latin) in another "
+        "order, answer unchanged; off by default: on the Chinese example task it left field accuracy unchanged "
+        "(0.72 vs 0.71 at 100 steps)")
+    clause_order_ratio: float = Field(1.0, ge=0, description="reordered copies per train row of 3+ clauses")
 
 
 class DataConfig(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from zerotune.config import PrepareConfig
 from zerotune.data.augment import augment_for_training
 from zerotune.data.prepare import prepare
 from zerotune.data.slots import Slot, detect_slots, keeps_copies, rewrite, slot_coverage
-from zerotune.data.swap import WORDS, jieba_available, phrasing_swap, slot_swap
+from zerotune.data.swap import WORDS, clause_order, jieba_available, phrasing_swap, slot_swap
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FIRST = ["Maria", "Lucas", "Kenji", "Amara", "Isabel", "Omar", "Chloe", "Tom", "Leila", "Samuel"]
@@ -193,8 +194,56 @@ def test_policy_swaps_english_and_mixes_chinese():
     assert set(report["copy_fields"]) == {"年龄", "症状", "病程", "既往史"} and report["cjk_share"] == 1.0
     assert not report["slot_swap"]["on"] and "measured worse" in report["slot_swap"]["why"]
     assert report["phrasing_mix"]["on"] and {r["augmented"] for r in zh} == {"template_mix"}
+    assert not report["clause_order"]["on"] and report["clause_order"]["rows"] == 0  # opt-in
+    made, report = augment_for_training(load("clinic_zh", "train"), [], PrepareConfig(clause_order="on"), seed=0)
+    assert report["clause_order"]["on"] and {r["augmented"] for r in made} == {"template_mix", "clause_order"}
+    assert report["clause_order"]["rows"] == sum(r["augmented"] == "clause_order" for r in made) >= 350
     off = PrepareConfig(slot_swap="off", phrasing_mix="off")
     assert augment_for_training(load("support_en", "train")[:50], [], off, seed=0)[0] == []
+
+
+def _clauses(text: str) -> tuple[list[str], list[str]]:
+    parts = re.findall(r"([^，。；！？]+)([，。；！？]|$)", text)
+    return sorted(a for a, _ in parts if a), [b for a, b in parts if a]
+
+
+def test_clause_order_moves_han_clauses_and_keeps_the_answer():
+    train = load("clinic_zh", "train")[:60]
+    made = clause_order(train, load("clinic_zh", "eval"), seed=0)
+    assert len(made) >= 50 and all(r["augmented"] == "clause_order" for r in made)
+    by_answer = {}
+    for r in train:
+        by_answer.setdefault(r["messages"][1]["content"], []).append(r["messages"][0]["content"])
+    questions = set()
+    for new in made:
+        question, answer = new["messages"][0]["content"], new["messages"][1]["content"]
+        sources = by_answer[answer]  # the answer is untouched
+        assert question not in sources and question not in questions
+        questions.add(question)
+        # the same clauses, the marks where they were, every copied value whole
+        assert any(_clauses(question) == _clauses(q) for q in sources)
+        fields = dict(pair.split(":", 1) for pair in answer.split(";"))
+        for key in ("年龄", "症状", "病程"):
+            assert fields[key] in question
+    assert clause_order(train, [], seed=0) == clause_order(train, [], seed=0)
+    assert clause_order(train, [], seed=0) != clause_order(train, [], seed=1)
+
+
+def test_clause_order_moves_sentences_and_leaves_what_it_cannot():
+    question = "Hi, I'm Ana Berg. Order 5512: the webcam broke. Refund please. Regards, Ana Berg"
+    made = clause_order([row(question, '{"name": "Ana Berg", "order_id": "5512"}')] * 1, [], seed=0, ratio=3)
+    assert made, "three sentences and a sign-off give new orders"
+    for new in made:
+        text = new["messages"][0]["content"]
+        assert text.endswith("Regards, Ana Berg")  # a sign-off without a mark of its own stays last
+        def sentences(t: str) -> list[str]:
+            return sorted(s.strip() for s in re.findall(r"[^.]+\.", t[: -len("Regards, Ana Berg")]))
+        assert sentences(text) == sentences(question) and text != question
+    two = row("患者女，头痛。", "症状:头痛")  # two clauses: nothing to learn from swapping them
+    split = row("患者女，头痛，发热三天，既往体健。", "症状:头痛，发热;性别:女")  # a value across a clause mark
+    skipped = Counter()
+    assert clause_order([two, split], [], seed=0, ratio=2, names=["症状"], skipped=skipped) == []
+    assert skipped["a copied value would break"] == 2
 
 
 @pytest.mark.skipif(not jieba_available(), reason="jieba not installed")

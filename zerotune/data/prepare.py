@@ -39,7 +39,7 @@ from zerotune.data.stream import CountTokens, Rejects, StreamPass, fit_budget
 log = logging.getLogger(__name__)
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.md", "report.json", "report.png", "rejects.jsonl")
 ROWS_FILE = "rows.tmp.jsonl"
-SLOT_AUGMENTATIONS = ("slot_swap", "template_mix")
+SLOT_AUGMENTATIONS = ("slot_swap", "template_mix", "clause_order")
 
 
 @contextmanager
@@ -154,7 +154,7 @@ def _admit(run: StreamPass, near: NearDedup | None, made: list[dict]) -> tuple[l
         if encode_row(new) is None:  # a translator may return a lone surrogate
             dropped["invalid Unicode"] += 1
             continue
-        # Slot swaps and phrasing mixes are near duplicates of their sources by design: exact dedup only.
+        # Slot swaps, phrasing mixes and reorderings are near duplicates of their sources by design: exact dedup only.
         near_checked = near is not None and row.get("augmented") not in SLOT_AUGMENTATIONS
         if near_checked and near.add(run.kept + len(kept), messages) is not None:
             dropped["near duplicate"] += 1

@@ -17,7 +17,9 @@ import numpy as np
 
 from zerotune.data.slots import COPY_RATE, SPAN
 
-SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"))  # row tag, config/report key
+# row tag, config/report key
+SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"), ("clause_order", "clause_order"))
+OPT_IN = {"clause_order"}  # off unless asked: reported only when on
 
 
 def length_histogram(lengths: Sequence[int]) -> dict:
@@ -143,7 +145,7 @@ def _slots_md(slots: dict | None) -> list[str]:
 def _augmentation_md(report: dict) -> list[str]:
     aug, slots, why, skipped = report.get("augmentation") or {}, report.get("slots"), {}, {}
     for kind, key in SLOT_KINDS:
-        if slots:
+        if slots and key in slots and (slots[key]["on"] or key not in OPT_IN):
             part = slots[key]
             why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] else "")
             skipped[kind] = part["skipped"]
@@ -190,7 +192,8 @@ def slot_summary(report: dict) -> list[str]:
                       + (", memorise risk)" if cov[n]["memorise_risk"] else ")") for n in slots["copy_fields"])
     aug = report.get("augmentation", {})
     made = "; ".join(f"{key} +{aug.get(tag, {}).get('added', 0)} rows" if slots[key]["on"]
-                     else f"{key} off ({slots[key]['why']})" for tag, key in SLOT_KINDS)
+                     else f"{key} off ({slots[key]['why']})" for tag, key in SLOT_KINDS
+                     if key in slots and (slots[key]["on"] or key not in OPT_IN))
     schema = report.get("schema") or {}
     shape = [f"answer schema: {schema['kind']}, fields " + ", ".join(
         f["name"] + ("" if f["copy"] else f" ({len(f['labels'])} labels)") for f in schema["fields"])] \

@@ -302,3 +302,83 @@ def phrasing_swap(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: 
         seen.add(_key(new))
         out.append(new)
     return out
+
+
+# Clause order: Han text splits at its clause marks (the mark stays in place, the clauses move), Latin
+# text at sentence ends (each sentence keeps its own mark).
+_HAN_CLAUSE = re.compile(r"([^，。；！？]+)([，。；！？]|$)")
+_SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)", re.S)
+MIN_UNITS = 3  # fewer clauses give too few orders to teach anything but a swap of two
+
+
+def _units(text: str) -> tuple[list[str], list[str]] | None:
+    """(clauses, marks) of a question; marks are "" for sentences, which carry their own."""
+    if re.search(r"[\u4e00-\u9fff]", text):
+        found = [(m.group(1), m.group(2)) for m in _HAN_CLAUSE.finditer(text) if m.group(1)]
+        if "".join(a + b for a, b in found) != text:
+            return None  # text the split would not give back whole (e.g. leading marks)
+        return [a for a, _ in found], [b for _, b in found]
+    found = _SENTENCE.findall(text)
+    if " ".join(found) != " ".join(text.split()) or any("\n" in s for s in found):
+        return None
+    return found, [""] * len(found)
+
+
+def clause_order(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: float = 1.0,
+                 names: Collection[str] | None = None, skipped: Counter | None = None) -> list[dict]:
+    """Copies of rows whose question has its clauses (Han) or sentences (Latin) in another order; the
+    answer is unchanged, so a field is found by what it says, not by where it stands.
+
+    Only single-turn rows with at least MIN_UNITS clauses, and only orders that keep every copy value
+    whole. No value is added, so nothing from eval can enter. A closing sentence without a mark of its
+    own (a sign-off) stays last.
+
+    Args:
+        rows: canonical train rows.
+        eval_rows: held-out rows (new rows never equal one).
+        seed: seeds the orders.
+        ratio: copies per eligible row; the fraction gives that share of rows one more copy.
+        names: copy fields that must stay whole; None = those slot_coverage(rows) finds.
+        skipped: when given, counts the copies given up, by reason.
+    Returns:
+        New rows tagged "augmented": "clause_order", none equal to another, to a source or to an eval row.
+    """
+    names, _, seen = _prepare(rows, eval_rows, names)
+    rng, out = random.Random(seed), []
+    skipped = Counter() if skipped is None else skipped
+    for row in rows:
+        turns = row["messages"]
+        users = [k for k, m in enumerate(turns) if m["role"] == "user"]
+        if len(users) != 1:
+            continue
+        k = users[0]
+        split = _units(turns[k]["content"])
+        if split is None or len(split[0]) < MIN_UNITS:
+            continue
+        clauses, marks = split
+        last = [] if marks[0] or re.search(r"[.!?]$", clauses[-1]) else [clauses.pop()]
+        if len(clauses) < 2:
+            continue
+        values = [s.value for s in detect_slots(row) if s.name in names]
+        for _ in range(_copies(rng, ratio)):
+            order = list(range(len(clauses)))
+            for _ in range(ATTEMPTS):
+                rng.shuffle(order)
+                if order != sorted(order):
+                    break
+            moved = [clauses[i] for i in order] + last
+            if marks[0]:
+                text = "".join(c + m for c, m in zip(moved, marks))
+            else:
+                text = " ".join(moved)
+            if any(v not in text for v in values):
+                skipped["a copied value would break"] += 1
+                continue
+            new = {**row, "messages": [dict(m, content=text) if i == k else dict(m) for i, m in enumerate(turns)],
+                   "augmented": "clause_order"}
+            if _key(new) in seen:
+                skipped["duplicate"] += 1
+                continue
+            seen.add(_key(new))
+            out.append(new)
+    return out

@@ -87,7 +87,7 @@ def training_rows(cfg: DataConfig, seed: int, vocab=None) -> Splits:
     if any("augmented" in r for r in train):  # already augmented by prepare (a train.jsonl of its output)
         return Splits(train, held, notes)
     made, report = augment_for_training(train, held, cfg.prepare, seed=seed, vocab=vocab)
-    for name in ("slot_swap", "phrasing_mix"):
+    for name in ("slot_swap", "phrasing_mix", "clause_order"):
         part = report.get(name) or {}
         if part.get("rows"):
             notes.append(f"augment: +{part['rows']} {name.replace('_', '-')} rows"
