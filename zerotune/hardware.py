@@ -361,7 +361,7 @@ class Plan:
 
 def plan(model_config: dict, *, device: str | DeviceInfo = "auto", seq_len: int = 1024, method: str = "lora",
          r: int = 16, targets: str | list[str] = "all-linear", batch_size: int = 8, precision: str = "auto",
-         gradient_checkpointing: str | bool = "auto", lora_dropout: float = 0.05,
+         gradient_checkpointing: str | bool = "auto", lora_dropout: float = 0.0,
          logits_chunk_tokens: int | None = LOGITS_CHUNK_TOKENS, allow_qlora: bool = True,
          model_name: str | None = None) -> Plan:
     """Choose precision, method, micro-batch, accumulation and checkpointing; estimate memory.
