@@ -192,3 +192,19 @@ def test_a_field_copied_as_numbers_only_copies_numbers():
     assert not _accepts(m, "年龄:7;症状:咽喉肿痛;病程:三周")  # part of a number is no number
     full = Matcher(_schema([(q.replace("3", "３"), a.replace("3", "３")) for q, a in rows]), "患者３４岁，头晕两天")
     assert _accepts(full, "年龄:３４;症状:头晕;病程:两天")
+
+
+def test_copy_fields_that_never_shared_a_span_in_training_take_separate_ones():
+    zh = infer_schema(read_examples(str(EXAMPLES / "clinic_zh/train.jsonl")))[0]
+    assert zh.disjoint and Schema.from_json(zh.to_json()).disjoint
+    m = Matcher(zh, "病人女，25岁；重度胸痛两个月；合并肝硬化。")
+    assert _accepts(m, "性别:女;年龄:25;症状:胸痛;程度:重;病程:两个月;既往史:肝硬化")
+    assert not _accepts(m, "性别:女;年龄:25;症状:胸痛;程度:重;病程:两个月;既往史:胸痛")  # seen in eval
+    assert not _accepts(m, "性别:女;年龄:25;症状:胸痛两个月;程度:重;病程:两个月;既往史:肝硬化")
+    # a value found twice in the question stays open to the later field: which one was taken is unknown
+    twice = Matcher(zh, "女，30岁，头痛两天，既往头痛。")
+    assert _accepts(twice, "性别:女;年龄:30;症状:头痛;程度:中;病程:两天;既往史:头痛")
+    # where training rows shared a span between fields, the schema does not forbid it
+    rows = [(f"{n} Ltd wrote about order {i}", json.dumps({"name": n, "company": f"{n} Ltd"}))
+            for i, n in enumerate(["Ann Lee", "Bo Chan", "Cy Dunn", "Di Ewe", "Ed Fry", "Flo Gee"])]
+    assert not _schema(rows).disjoint

@@ -57,6 +57,7 @@ class Schema:
     fields: tuple[Field, ...]
     rows: int  # training rows it was read from
     skipped: int  # rows that did not follow it
+    disjoint: bool = False  # copy fields never shared a piece of the question in training
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=1)
@@ -65,7 +66,8 @@ class Schema:
     def from_json(text: str) -> "Schema":
         raw = json.loads(text)
         fields = tuple(Field(**{**f, "labels": tuple(f["labels"]), "stops": tuple(f["stops"])}) for f in raw["fields"])
-        return Schema(raw["kind"], tuple(raw["literals"]), fields, raw["rows"], raw["skipped"])
+        return Schema(raw["kind"], tuple(raw["literals"]), fields, raw["rows"], raw["skipped"],
+                      raw.get("disjoint", False))
 
     def describe(self) -> str:
         labels = [f.name for f in self.fields if not f.copy]
@@ -176,7 +178,26 @@ def infer_schema(rows: list[dict]) -> tuple[Schema | None, str]:
         if field is None:
             return None, f"field {name!r} holds free text or escaped copies"
         fields.append(field)
-    return Schema(kind, literals, tuple(fields), len(pairs), len(pairs) - count), "ok"
+    return Schema(kind, literals, tuple(fields), len(pairs), len(pairs) - count, _disjoint(keep, fields, kind)), "ok"
+
+
+def _disjoint(keep: list[tuple[str, list[str]]], fields: list[Field], kind: str) -> bool:
+    """Whether the copy fields of every row could take separate pieces of its question (two copied values
+    that overlap wherever they occur, or the same value twice, say no)."""
+    copies = [i for i, f in enumerate(fields) if f.copy]
+    if len(copies) < 2:
+        return False
+    for question, values in keep:
+        spans = []
+        for i in copies:
+            value = _copied(question, values[i], kind)
+            if value is not None:
+                spans.append([(p, p + len(value)) for p in occurrences(question, value)])
+        for a in range(len(spans)):
+            for b in range(a + 1, len(spans)):
+                if all(x < d and c < y for x, y in spans[a] for c, d in spans[b]):
+                    return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------- matching
@@ -198,6 +219,10 @@ def _edges(question: str) -> tuple[dict[int, str], dict[int, str]]:
     return starting, ending
 
 
+def _overlaps(start: int, end: int, taken: tuple) -> bool:
+    return any(start < b and a < end for a, b in taken)
+
+
 def _joins(a: str | None, b: str | None) -> bool:
     """Two neighbouring characters of one word (Latin letters, digits; Han characters join nothing)."""
     return a is not None and b is not None and _alnum(a) and _alnum(b)
@@ -206,7 +231,9 @@ def _joins(a: str | None, b: str | None) -> bool:
 class Matcher:
     """Which bytes may follow an answer prefix, for one question.
 
-    A state is ("lit", i, offset) inside literal i, ("val", i, text) inside field i's value, or ("end",).
+    A state is ("lit", i, offset, taken) inside literal i, ("val", i, text, taken) inside field i's value,
+    or ("end",). `taken` holds the byte spans of the question that earlier fields copied (when the schema
+    is disjoint and the copy could only come from there): a later copy may not overlap them.
     """
 
     def __init__(self, schema: Schema, question: str, lookahead: int = 24):
@@ -218,16 +245,17 @@ class Matcher:
         self.stops = [[s.encode("utf-8") for s in f.stops] for f in schema.fields]
         self.depth = lookahead
         self.starting, self.ending = _edges(question)
-        self._memo: dict = {}  # (what, field, room...) -> continuations that depend on no prefix
+        self.disjoint = schema.disjoint
+        self._memo: dict = {}  # (what, field, room..., taken) -> continuations that depend on no other prefix
 
     # -- copies -------------------------------------------------------------------------------
-    def _starts(self, i: int, body: bytes) -> list[int]:
+    def _starts(self, i: int, body: bytes, taken: tuple = ()) -> list[int]:
         """Where in the question a copied span beginning with `body` may start."""
         if not self._body_ok(i, body):
             return []
         q, out, at = self.q, [], self.q.find(body)
         while at >= 0:
-            if self._can_start(at):
+            if self._can_start(at) and not _overlaps(at, at + len(body), taken):
                 out.append(at)
             at = q.find(body, at + 1)
         return out
@@ -240,35 +268,42 @@ class Matcher:
         last = self.ending.get(end)
         return last is not None and last not in _EDGE_PUNCT and not _joins(last, self.starting.get(end))
 
-    def _complete(self, i: int, body: bytes) -> bool:
-        return bool(body) and any(self._can_end(p + len(body)) for p in self._starts(i, body))
+    def _ends(self, i: int, body: bytes, taken: tuple) -> list[int]:
+        """Starts of the places a complete copied span `body` may come from."""
+        return [p for p in self._starts(i, body, taken) if self._can_end(p + len(body))] if body else []
+
+    def _took(self, places: list[int], body: bytes, taken: tuple) -> tuple:
+        """`taken` after a copy of `body` from one of `places`: grown only when the place is certain."""
+        if not self.disjoint or len(places) != 1:
+            return taken
+        return tuple(sorted(taken + ((places[0], places[0] + len(body)),)))
 
     # -- states -------------------------------------------------------------------------------
-    def _at_literal(self, text: bytes, pos: int, i: int) -> set:
+    def _at_literal(self, text: bytes, pos: int, i: int, taken: tuple = ()) -> set:
         lit, rest = self.lits[i], text[pos:]
         if len(rest) < len(lit):
-            return {("lit", i, len(rest))} if lit.startswith(rest) else set()
+            return {("lit", i, len(rest), taken)} if lit.startswith(rest) else set()
         if not rest.startswith(lit):
             return set()
         if i == len(self.fields):
             return {("end",)} if pos + len(lit) == len(text) else set()
-        return self._at_value(text, pos + len(lit), i)
+        return self._at_value(text, pos + len(lit), i, taken)
 
-    def _at_value(self, text: bytes, pos: int, i: int) -> set:
+    def _at_value(self, text: bytes, pos: int, i: int, taken: tuple) -> set:
         rest, out = text[pos:], set()
         for label in self.labels[i]:
             if rest.startswith(label):
-                out |= self._at_literal(text, pos + len(label), i + 1)
+                out |= self._at_literal(text, pos + len(label), i + 1, taken)
             elif label.startswith(rest):
-                out.add(("val", i, rest))
+                out.add(("val", i, rest, taken))
         if self.fields[i].copy:
-            out |= self._copy_states(text, pos, i)
+            out |= self._copy_states(text, pos, i, taken)
         return out
 
-    def _copy_states(self, text: bytes, pos: int, i: int) -> set:
+    def _copy_states(self, text: bytes, pos: int, i: int, taken: tuple) -> set:
         quote, rest = self.quotes[i], text[pos:]
         if len(rest) <= len(quote) and quote.startswith(rest) and (rest or quote):
-            return {("val", i, rest)}
+            return {("val", i, rest, taken)}
         if not rest.startswith(quote):
             return set()
         tail = rest[len(quote):]
@@ -281,14 +316,14 @@ class Matcher:
             body = tail if end < 0 else tail[:end]
         out = set()
         if end < 0:
-            if self._starts(i, body):
-                out.add(("val", i, rest))
+            if self._starts(i, body, taken):
+                out.add(("val", i, rest, taken))
             if not quote:  # the span may have ended where the next literal (maybe a multi-byte 「；」) began
                 for k in range(max(0, len(tail) - len(sep)), len(tail) + 1):
-                    if sep.startswith(tail[k:]) and self._complete(i, tail[:k]):
-                        out |= self._at_literal(text, pos + k, i + 1)
-        elif self._complete(i, body):
-            out |= self._at_literal(text, pos + len(quote) + end + len(quote), i + 1)
+                    if sep.startswith(tail[k:]) and (places := self._ends(i, tail[:k], taken)):
+                        out |= self._at_literal(text, pos + k, i + 1, self._took(places, tail[:k], taken))
+        elif places := self._ends(i, body, taken):
+            out |= self._at_literal(text, pos + len(quote) + end + len(quote), i + 1, self._took(places, body, taken))
         return out
 
     def states(self, text: bytes) -> set:
@@ -296,12 +331,13 @@ class Matcher:
         return self._at_literal(text, 0, 0)
 
     # -- what may come next -----------------------------------------------------------------------
-    def _span_starts(self, i: int) -> list[int]:
-        """Where a copied span of field i may start (computed once per question)."""
-        key = ("starts", i)
+    def _span_starts(self, i: int, taken: tuple) -> list[int]:
+        """Where a copied span of field i may start (computed once per question and taken spans)."""
+        key = ("starts", i, taken)
         if key not in self._memo:
             q = self.q
-            self._memo[key] = [p for p in self.starting if self._can_start(p) and self._body_ok(i, q[p:p + 1])]
+            self._memo[key] = [p for p in self.starting if self._can_start(p) and self._body_ok(i, q[p:p + 1])
+                               and not _overlaps(p, p + 1, taken)]
         return self._memo[key]
 
     def _body_ok(self, i: int, body: bytes) -> bool:
@@ -312,7 +348,7 @@ class Matcher:
         text = body.lstrip(b"-").decode("utf-8", "ignore")  # a character cut short waits for its bytes
         return text.isdigit() or (not text and len(body.lstrip(b"-")) < 4)
 
-    def _after_literal(self, i: int, off: int, room: int, expand: bool = True) -> list[bytes]:
+    def _after_literal(self, i: int, off: int, room: int, expand: bool = True, taken: tuple = ()) -> list[bytes]:
         """Literal i from `off`, then (when `expand`) the start of field i's value, within `room` bytes.
         A token rarely reaches from one literal through a value into the next, so after a value's end only
         the literal is looked ahead; a copied span after a literal is looked ahead a few bytes, or in full
@@ -321,7 +357,7 @@ class Matcher:
         if not expand or len(rest) >= room or i == len(self.fields):
             return [rest[:max(room, 0)]]
         peek = room if len(rest) <= LITERAL_TAIL else SPAN_PEEK
-        return [rest + s for s in self._value_start(i, room - len(rest), peek)]
+        return [rest + s for s in self._value_start(i, room - len(rest), peek, taken)]
 
     def _close(self, i: int, room: int) -> list[bytes]:
         """The closing quote of field i's copied span and the literal after it, within `room` bytes."""
@@ -330,8 +366,8 @@ class Matcher:
             return [quote[:max(room, 0)]]
         return [quote + s for s in self._after_literal(i + 1, 0, room - len(quote), expand=False)]
 
-    def _value_start(self, i: int, room: int, peek: int) -> list[bytes]:
-        key = ("value", i, room, peek)
+    def _value_start(self, i: int, room: int, peek: int, taken: tuple) -> list[bytes]:
+        key = ("value", i, room, peek, taken)
         if key in self._memo:
             return self._memo[key]
         out = []
@@ -344,18 +380,18 @@ class Matcher:
             if room <= len(quote):
                 out.append(quote[:room])
             else:
-                out += [quote + s for s in self._fresh_span(i, room - len(quote))]
+                out += [quote + s for s in self._fresh_span(i, room - len(quote), taken)]
         self._memo[key] = out
         return out
 
-    def _copy_from(self, i: int, body: bytes, starts, room: int) -> list[bytes]:
+    def _copy_from(self, i: int, body: bytes, starts, room: int, taken: tuple) -> list[bytes]:
         """Continuations of a copied span `body` (its possible starts given) within `room` bytes."""
         out = []
         for p in starts:
             e = p + len(body)
             for c in range(0, min(room, len(self.q) - e) + 1):
                 ext = self.q[e:e + c]
-                if not self._body_ok(i, body + ext):
+                if not self._body_ok(i, body + ext) or _overlaps(p, e + c, taken):
                     break
                 if c == room:
                     out.append(ext)
@@ -363,7 +399,7 @@ class Matcher:
                     out += [ext + s for s in self._close(i, room - c)]
         return out
 
-    def _from_value(self, i: int, sofar: bytes, room: int) -> list[bytes]:
+    def _from_value(self, i: int, sofar: bytes, room: int, taken: tuple) -> list[bytes]:
         out = []
         for lab in self.labels[i]:
             if lab.startswith(sofar) and lab != sofar:
@@ -377,15 +413,16 @@ class Matcher:
             rest = quote[len(sofar):]
             if room <= len(rest):
                 return out + [rest[:room]]
-            return out + [rest + s for s in self._fresh_span(i, room - len(rest))]
+            return out + [rest + s for s in self._fresh_span(i, room - len(rest), taken)]
         body = sofar[len(quote):]
-        return out + (self._copy_from(i, body, self._starts(i, body), room) if body else self._fresh_span(i, room))
+        return out + (self._copy_from(i, body, self._starts(i, body, taken), room, taken) if body
+                      else self._fresh_span(i, room, taken))
 
-    def _fresh_span(self, i: int, room: int) -> list[bytes]:
+    def _fresh_span(self, i: int, room: int, taken: tuple) -> list[bytes]:
         """Every copied span field i may begin with, within `room` bytes (computed once per question)."""
-        key = ("span", i, room)
+        key = ("span", i, room, taken)
         if key not in self._memo:
-            self._memo[key] = self._copy_from(i, b"", self._span_starts(i), room)
+            self._memo[key] = self._copy_from(i, b"", self._span_starts(i, taken), room, taken)
         return self._memo[key]
 
     def continuations(self, text: bytes) -> tuple[list[bytes], bool]:
@@ -395,7 +432,7 @@ class Matcher:
             if state[0] == "end":
                 end = True
             elif state[0] == "lit":
-                out += self._after_literal(state[1], state[2], self.depth)
+                out += self._after_literal(state[1], state[2], self.depth, taken=state[3])
             else:
-                out += self._from_value(state[1], state[2], self.depth)
+                out += self._from_value(state[1], state[2], self.depth, state[3])
         return [s for s in dict.fromkeys(out) if s], end
