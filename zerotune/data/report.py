@@ -22,6 +22,11 @@ SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"), ("cl
 OPT_IN = {"clause_order"}  # off unless asked: reported only when on
 
 
+def shown_kinds(slots: dict) -> list[tuple[str, str]]:
+    """The SLOT_KINDS a report names: every kind, except an opt-in one that is off."""
+    return [(tag, key) for tag, key in SLOT_KINDS if slots[key]["on"] or key not in OPT_IN]
+
+
 def length_histogram(lengths: Sequence[int]) -> dict:
     """Summary and power-of-two-binned histogram of lengths in characters (lengths are skewed)."""
     arr = np.asarray(lengths, dtype=np.int64)
@@ -144,11 +149,10 @@ def _slots_md(slots: dict | None) -> list[str]:
 
 def _augmentation_md(report: dict) -> list[str]:
     aug, slots, why, skipped = report.get("augmentation") or {}, report.get("slots"), {}, {}
-    for kind, key in SLOT_KINDS:
-        if slots and key in slots and (slots[key]["on"] or key not in OPT_IN):
-            part = slots[key]
-            why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] else "")
-            skipped[kind] = part["skipped"]
+    for kind, key in shown_kinds(slots) if slots else []:
+        part = slots[key]
+        why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] else "")
+        skipped[kind] = part["skipped"]
     why.update({"back_translation": "a translator was given", "template": "a template spec was given"})
     kinds = [k for k in why if k in aug or k in skipped]
     if not kinds:
@@ -192,8 +196,7 @@ def slot_summary(report: dict) -> list[str]:
                       + (", memorise risk)" if cov[n]["memorise_risk"] else ")") for n in slots["copy_fields"])
     aug = report.get("augmentation", {})
     made = "; ".join(f"{key} +{aug.get(tag, {}).get('added', 0)} rows" if slots[key]["on"]
-                     else f"{key} off ({slots[key]['why']})" for tag, key in SLOT_KINDS
-                     if key in slots and (slots[key]["on"] or key not in OPT_IN))
+                     else f"{key} off ({slots[key]['why']})" for tag, key in shown_kinds(slots))
     schema = report.get("schema") or {}
     shape = [f"answer schema: {schema['kind']}, fields " + ", ".join(
         f["name"] + ("" if f["copy"] else f" ({len(f['labels'])} labels)") for f in schema["fields"])] \

@@ -20,7 +20,8 @@ from collections import Counter, defaultdict
 from importlib import resources, util
 from typing import Collection, Iterable
 
-from zerotune.data.slots import MIN_VALUE, Slot, copy_fields, detect_slots, rewrite, slot_coverage, slot_values
+from zerotune.data.slots import (_CJK_CHAR, MIN_VALUE, Slot, copy_fields, detect_slots, rewrite, slot_coverage,
+                                 slot_values)
 
 ATTEMPTS = 20  # draws per value before a row is given up (the value pool is nearly all taken)
 MIN_JIEBA_FREQ = 20  # rarer dictionary entries are mostly names and jargon, not plain words
@@ -313,7 +314,7 @@ MIN_UNITS = 3  # fewer clauses give too few orders to teach anything but a swap 
 
 def _units(text: str) -> tuple[list[str], list[str]] | None:
     """(clauses, marks) of a question; marks are "" for sentences, which carry their own."""
-    if re.search(r"[\u4e00-\u9fff]", text):
+    if _CJK_CHAR.search(text):
         found = [(m.group(1), m.group(2)) for m in _HAN_CLAUSE.finditer(text) if m.group(1)]
         if "".join(a + b for a, b in found) != text:
             return None  # text the split would not give back whole (e.g. leading marks)

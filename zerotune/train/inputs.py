@@ -13,6 +13,7 @@ from pathlib import Path
 
 from zerotune.config import DataConfig
 from zerotune.data.formats import DataError, read_examples
+from zerotune.data.report import OPT_IN, SLOT_KINDS
 
 
 def _resolve(path: str) -> tuple[Path, Path | None]:
@@ -87,15 +88,15 @@ def training_rows(cfg: DataConfig, seed: int, vocab=None) -> Splits:
     if any("augmented" in r for r in train):  # already augmented by prepare (a train.jsonl of its output)
         return Splits(train, held, notes)
     made, report = augment_for_training(train, held, cfg.prepare, seed=seed, vocab=vocab)
-    for name in ("slot_swap", "phrasing_mix", "clause_order"):
+    for _, name in SLOT_KINDS:
         part = report.get(name) or {}
         if part.get("rows"):
             notes.append(f"augment: +{part['rows']} {name.replace('_', '-')} rows"
                          + (f" on slots {', '.join(part['slots'])}" if part.get("slots") else "")
                          + (f" ({part['why']})" if part.get("why") else ""))
     if not made:
-        off = [f"{n.replace('_', '-')}: {(report.get(n) or {}).get('why')}" for n in ("slot_swap", "phrasing_mix")
-               if (report.get(n) or {}).get("why")]
+        off = [f"{n.replace('_', '-')}: {(report.get(n) or {}).get('why')}" for _, n in SLOT_KINDS
+               if n not in OPT_IN and (report.get(n) or {}).get("why")]
         notes.append("augment: none" + (f" ({'; '.join(off)})" if off else ""))
     return Splits(train + made, held, notes)
 
