@@ -4,6 +4,13 @@ Run from anywhere:  python examples/support_en/generate.py
 The output is deterministic (fixed seed, no external data), so re-running rewrites both files
 byte for byte.
 
+    python examples/support_en/generate.py --seen-wordings FILE
+
+writes instead a diagnostic train split (benchmarks/quality.py's task "en-seen"): the train frames,
+names, products and order ids, but every issue and action worded with the train AND the eval
+wordings. Scored on the same eval rows, it separates the two things eval tests: copying values and
+frames never seen (still unseen there) from mapping label wordings never seen (seen there).
+
 The eval split measures generalisation, not memorisation: its sentence frames, its wordings of
 each issue/action and its copy values (names, order ids, products) come from pools that are
 disjoint from the train pools, and the script asserts that no eval copy value occurs anywhere in
@@ -12,6 +19,7 @@ the train rows (and vice versa).
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import re
@@ -303,13 +311,34 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def main() -> None:
+def seen_wordings_train(evals: list[dict]) -> list[dict]:
+    """The diagnostic train split: TRAIN's pools with each label's eval wordings added; copy values
+    (names, products, order ids) stay disjoint from eval's."""
+    pool = {**TRAIN, **{kind: {label: TRAIN[kind][label] + EVAL[kind][label] for label in TRAIN[kind]}
+                        for kind in ("issue", "action")}}
+    eval_text = "\n".join(r["input"] + "\n" + r["output"] for r in evals)
+    eval_ids = {oid for r in evals if (oid := json.loads(r["output"])["order_id"])}
+    rows = make_split(random.Random(SEED + 1), pool, N_TRAIN, other=(eval_text, eval_ids))
+    train_text = "\n".join(r["input"] + "\n" + r["output"] for r in rows)
+    assert not [v for v in copy_values(evals) if v in train_text], "eval value in the diagnostic train split"
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seen-wordings", type=Path, default=None,
+                        help="write only the diagnostic train split (label wordings of eval included) here")
+    args = parser.parse_args(argv)
     rng = random.Random(SEED)
     train = make_split(rng, TRAIN, N_TRAIN, other=("", set()))
     train_text = "\n".join(r["input"] + "\n" + r["output"] for r in train)
     train_ids = {oid for r in train if (oid := json.loads(r["output"])["order_id"])}
     evals = make_split(rng, EVAL, N_EVAL, other=(train_text, train_ids))
     check(train, evals)
+    if args.seen_wordings:
+        write_jsonl(args.seen_wordings, seen_wordings_train(evals))
+        print(f"wrote {N_TRAIN} diagnostic train rows (eval's label wordings included) to {args.seen_wordings}")
+        return
     write_jsonl(HERE / "train.jsonl", train)
     write_jsonl(HERE / "eval.jsonl", evals)
     print(f"wrote {len(train)} train and {len(evals)} eval rows to {HERE}")
