@@ -3,7 +3,7 @@ tasks, whose eval rows use phrasings and values that training never shows.
 
     .venv/bin/python benchmarks/quality.py                       # both tasks, all three recipes
     .venv/bin/python benchmarks/quality.py --tasks en --recipes defaults --eval-rows 100
-    .venv/bin/python benchmarks/quality.py --tasks en-seen --recipes defaults   # diagnostic, see TASKS
+    .venv/bin/python benchmarks/quality.py --tasks en-seen --recipes defaults   # diagnostic, see SEEN_WORDINGS
 
 Recipes (all on the embedded SmolLM2-135M unless --model, same data, seed 0):
     seed      the article's: LoRA r16/alpha32/dropout 0.1 on q_proj+v_proj, lr 3e-5 linear, warmup 50,
@@ -31,9 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"en": ROOT / "examples/support_en", "zh": ROOT / "examples/clinic_zh"}
-# Diagnostic task: English train rows whose issue/action wordings include eval's (frames and copy values
-# still unseen), scored on the same eval rows; what it gains over "en" is what unseen label wordings cost.
-SEEN_WORDINGS = {"en-seen": "en"}
+# Diagnostic tasks: train rows whose label wordings (English issue/action; Chinese severity and history
+# cues) include eval's, frames and copy values still unseen, scored on the same eval rows; what they gain
+# over "en"/"zh" is what the unseen label wordings cost.
+SEEN_WORDINGS = {"en-seen": "en", "zh-seen": "zh"}
 NO_AUGMENT = {"slot_swap": "off", "phrasing_mix": "off"}
 RECIPES = {
     "seed": {"lora": {"r": 16, "alpha": 32, "dropout": 0.1, "targets": ["q_proj", "v_proj"]},
@@ -145,7 +146,7 @@ def table(results: list[dict], machine: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default="en,zh", help="en, zh, or the diagnostic en-seen")
+    parser.add_argument("--tasks", default="en,zh", help="en, zh, or the diagnostic en-seen / zh-seen")
     parser.add_argument("--recipes", default="seed,plain,defaults")
     parser.add_argument("--eval-rows", type=int, default=100, help="first N eval rows (0 = all)")
     parser.add_argument("--model", default=None)

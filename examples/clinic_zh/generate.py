@@ -4,6 +4,13 @@ Run from anywhere:  python examples/clinic_zh/generate.py
 The output is deterministic (fixed seed, no external data), so re-running rewrites both files
 byte for byte.
 
+    python examples/clinic_zh/generate.py --seen-wordings FILE
+
+writes instead a diagnostic train split (benchmarks/quality.py's task "zh-seen"): the train frames and
+copy values, but the severity, history and no-history wordings of train AND eval. Scored on the same
+eval rows, it separates copying values in frames never seen (still unseen there) from mapping
+wordings never seen (seen there).
+
 Output fields, in this order:  性别:男|女;年龄:<digits>;症状:<span>;程度:轻|中|重;病程:<span>;既往史:<span>|无
 性别, 程度 and a "no history" 既往史 are categorical (mapped from wording); 年龄, 症状, 病程 and a
 present 既往史 are copied verbatim from the note.
@@ -16,6 +23,7 @@ the train rows (and vice versa).
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -169,11 +177,30 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def main() -> None:
+def seen_wordings_train(evals: list[dict]) -> list[dict]:
+    """The diagnostic train split: TRAIN's pools with eval's severity, history and no-history wordings
+    added; frames and copy values stay train's."""
+    severity = {level: TRAIN["severity"][level] + EVAL["severity"][level] for level in TRAIN["severity"]}
+    pool = {**TRAIN, "severity": severity, **{kind: TRAIN[kind] + EVAL[kind] for kind in ("history", "no_history")}}
+    rows = make_split(random.Random(SEED + 2), pool, N_TRAIN)
+    train_text = "\n".join(r["input"] + "\n" + r["output"] for r in rows)
+    assert not [v for v in copy_values(evals) if v in train_text], "eval value in the diagnostic train split"
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seen-wordings", type=Path, default=None,
+                        help="write only the diagnostic train split (wordings of eval included) here")
+    args = parser.parse_args(argv)
     rng = random.Random(SEED)
     train = make_split(rng, TRAIN, N_TRAIN)
     evals = make_split(rng, EVAL, N_EVAL)
     check(train, evals)
+    if args.seen_wordings:
+        write_jsonl(args.seen_wordings, seen_wordings_train(evals))
+        print(f"wrote {N_TRAIN} diagnostic train rows (eval's wordings included) to {args.seen_wordings}")
+        return
     write_jsonl(HERE / "train.jsonl", train)
     write_jsonl(HERE / "eval.jsonl", evals)
     print(f"wrote {len(train)} train and {len(evals)} eval rows to {HERE}")
