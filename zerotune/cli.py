@@ -307,6 +307,11 @@ def export(
     path = zerotune.export(target, format_, out, precision=precision,
                    gguf_types=tuple(t.strip() for t in gguf_types.split(",") if t.strip()))
     typer.echo(f"exported {format_} to {path}")
+    grammars = sorted(p.name for p in Path(path).glob("answer.*"))
+    if grammars:
+        typer.echo("answer schema for other runtimes (decode as `zerotune eval` scored): " + ", ".join(grammars)
+                   + " (llama.cpp --grammar-file answer.gbnf; Ollama format: answer.schema.json; ONNX Runtime "
+                   "GenAI set_guidance('lark_grammar', ...); per question: zerotune.export.grammar)")
 
 
 @app.command()

@@ -3,6 +3,7 @@ export tests build on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,24 @@ def test_export_rejects_unsupported_architectures(tmp_path):
         export_gguf(folder, tmp_path / "gguf")
     with pytest.raises(ExportError, match="precision 'int3'"):
         export_onnx(folder, tmp_path / "onnx", precision="int3")
+
+
+def test_exports_carry_the_answer_schema_as_grammars(tmp_path):
+    """A run whose answers have a schema exports it as answer.gbnf / .lark / .schema.json beside the
+    model; a run without one exports none."""
+    from zerotune.data.formats import read_examples
+    from zerotune.data.schema import infer_schema
+    from zerotune.export import export
+    from zerotune.export.grammar import gbnf, json_schema
+
+    plain = export(str(make_run(tmp_path / "plain", small_vocab=True)), "merged")
+    assert not list(plain.glob("answer.*"))
+    run = make_run(tmp_path / "schema", small_vocab=True)
+    examples = Path(__file__).resolve().parents[2] / "examples" / "support_en" / "train.jsonl"
+    schema = infer_schema(read_examples(str(examples)))[0]
+    (run / "data").mkdir()
+    (run / "data" / "schema.json").write_text(schema.to_json(), encoding="utf-8")
+    out = export(str(run), "merged")
+    assert (out / "answer.gbnf").read_text(encoding="utf-8") == gbnf(schema)
+    assert json.loads((out / "answer.schema.json").read_text(encoding="utf-8")) == json_schema(schema)
+    assert (out / "answer.lark").is_file()

@@ -61,6 +61,40 @@ def test_onnx_greedy_outputs_equal_pytorchs(exported):
     assert onnx_generate(out, PROMPTS, 24) == [tokenizer.decode(w, skip_special_tokens=True).strip() for w in want]
 
 
+def test_onnx_guidance_keeps_a_random_model_to_the_answer_schema(exported):
+    """The grammar an export carries, per question, given to ONNX Runtime GenAI's guidance: a random model
+    that writes junk freely writes a schema answer (labels from training, values copied from the question)."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from zerotune.data.schema import Matcher, infer_schema
+    from zerotune.export.grammar import lark
+    from zerotune.export.onnx import generate_ids, load_onnx, stop_ids
+
+    names = ["Ana Silva", "Tom Reyes", "Li Wei", "Omar Haddad", "Eva Novak", "Ben Costa", "Ida Sato", "Max Petrov"]
+    rows = [{"messages": [{"role": "user", "content": f"Extract: {name}, order {1000 + 7 * i}"},
+                          {"role": "assistant", "content": json.dumps(
+                              {"name": name, "order_id": str(1000 + 7 * i), "kind": ["refund", "cancel"][i % 2]})}]}
+            for i, name in enumerate(names)]
+    schema = infer_schema(rows)[0]
+    _, out = exported
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    question = "Extract: Maria Lopez, order 48213"
+    assert question in PROMPTS[0]
+    prompt = [tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]]
+    model = load_onnx(out)
+    free = tokenizer.decode(generate_ids(model, prompt, 60, stop_ids(out))[0], skip_special_tokens=True)
+    kept_ids = generate_ids(model, prompt, 200, stop_ids(out), grammars=[lark(schema, question)])[0]
+    kept = tokenizer.decode(kept_ids, skip_special_tokens=True)
+    matcher = Matcher(dataclasses.replace(schema, disjoint=False), question)  # grammars leave out that one rule
+    assert ("end",) not in matcher.states(free.encode())  # the control: free decoding is junk
+    assert len(kept_ids) < 200 and ("end",) in matcher.states(kept.encode()), kept
+    value = json.loads(kept)
+    assert list(value) == ["name", "order_id", "kind"] and value["kind"] in ("refund", "cancel")
+    assert value["name"] in question and value["order_id"].isdigit() and value["order_id"] in question
+
+
 @pytest.mark.slow
 def test_embedded_model_speed_pytorch_vs_onnx_fp32_vs_int4(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer

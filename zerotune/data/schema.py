@@ -331,6 +331,15 @@ class Matcher:
         return self._at_literal(text, 0, 0)
 
     # -- what may come next -----------------------------------------------------------------------
+    def spans(self, i: int) -> list[str]:
+        """Every span of the question that field i may copy (whole characters at word edges, no stop
+        text, a whole number for a digits field), ignoring what earlier fields took: for grammars that
+        other runtimes enforce (zerotune.export.grammar)."""
+        q = self.q
+        starts = sorted(p for p in self.starting if self._can_start(p))
+        ends = sorted(e for e in self.ending if self._can_end(e))
+        return sorted({q[a:b].decode("utf-8") for a in starts for b in ends if b > a and self._body_ok(i, q[a:b])})
+
     def _span_starts(self, i: int, taken: tuple) -> list[int]:
         """Where a copied span of field i may start (computed once per question and taken spans)."""
         key = ("starts", i, taken)

@@ -1,6 +1,10 @@
 """Export a run: `merged` (adapter folded into the base, plain transformers folder), `onnx` (ONNX Runtime
 GenAI with KV cache) or `gguf` (llama.cpp / Ollama files plus a Modelfile).
 
+When the run's answers have a schema (data/schema.json), every export also carries it as grammars those
+runtimes enforce (answer.gbnf, answer.lark, answer.schema.json: zerotune.export.grammar), so a deployed
+model can decode the way `zerotune eval` scored it.
+
 ONNX and GGUF are built from the merged folder, RUN_DIR/export/merged/, which is made (or remade, when
 the run's weights changed since) on the way.
 """
@@ -56,4 +60,8 @@ def export(target: str, fmt: str, out: str | None = None, *, precision: str = "f
         from zerotune.export.gguf import export_gguf
 
         export_gguf(merged, out_dir, gguf_types)
+    from zerotune.export.grammar import write_grammars
+    from zerotune.models.inference import run_schema
+
+    write_grammars(run_schema(run_dir), out_dir)
     return out_dir

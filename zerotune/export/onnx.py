@@ -118,7 +118,7 @@ def load_onnx(onnx_dir: str | Path, threads: int | None = None):
 
 
 def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, stops: set[int],
-                 min_new_tokens: int = 0) -> list[list[int]]:
+                 min_new_tokens: int = 0, grammars: list[str | None] | None = None) -> list[list[int]]:
     """Greedy continuations of token-id prompts, one sequence at a time.
 
     Args:
@@ -127,16 +127,20 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, stops: se
         max_new_tokens: cap on new tokens.
         stops: ids that end a continuation (not included in it).
         min_new_tokens: generate at least this many (for timing equal lengths).
+        grammars: per prompt, a Lark grammar (zerotune.export.grammar.lark) the answer must follow, or None;
+            ONNX Runtime GenAI's guidance enforces it (it ends the answer where the grammar does).
     Returns:
         The new token ids per prompt, cut before the first stop id.
     """
     import onnxruntime_genai as og
 
     results = []
-    for ids in prompts:
+    for n, ids in enumerate(prompts):
         params = og.GeneratorParams(model)
         params.set_search_options(do_sample=False, max_length=len(ids) + max_new_tokens,
                                   min_length=len(ids) + min_new_tokens)
+        if grammars and grammars[n]:
+            params.set_guidance("lark_grammar", grammars[n])
         generator = og.Generator(model, params)
         generator.append_tokens(list(ids))
         new: list[int] = []
