@@ -96,3 +96,18 @@ def test_write_grammars_beside_an_export(tmp_path):
     written = write_grammars(schema, tmp_path)
     assert [p.name for p in written] == ["answer.gbnf", "answer.lark"]  # no JSON Schema for key:value answers
     assert written[0].read_text(encoding="utf-8") == gbnf(schema)
+
+
+def test_bare_json_numbers_stay_ascii(engine):
+    """A copied JSON number (no quotes) may only be ASCII digits in the any-question grammar: full-width
+    digits, fine inside text, would not parse as JSON."""
+    ages = [23, 31, 47, 52, 68, 74]
+    rows = [{"messages": [{"role": "user", "content": f"Patient aged {age}, {kind} visit"},
+                          {"role": "assistant", "content": json.dumps({"age": age, "kind": kind})}]}
+            for age, kind in zip(ages, ["new", "repeat"] * 3)]
+    schema = infer_schema(rows)[0]
+    assert schema is not None and schema.fields[0].digits and not schema.fields[0].quote
+    for fmt, grammar in (("gbnf", gbnf(schema)), ("lark", lark(schema))):
+        assert accepts(engine, fmt, grammar, '{"age": 39, "kind": "new"}')
+        assert not accepts(engine, fmt, grammar, '{"age": ３９, "kind": "new"}')
+        assert not accepts(engine, fmt, grammar, '{"age": 39, "kind": "old"}')

@@ -24,7 +24,10 @@ from pathlib import Path
 
 from zerotune.data.schema import Field, Matcher, Schema
 
-DIGITS = "0-9０-９"  # a number field copies ASCII or full-width digits
+
+def _digits(schema: Schema, field: Field) -> str:
+    """The digit ranges a number field copies: ASCII or full-width in text, ASCII in a bare JSON number."""
+    return "0-9" if schema.kind == "json" and not field.quote else "0-9０-９"
 
 
 def _choices(schema: Schema, question: str | None) -> list[tuple[list[str], Field]]:
@@ -70,7 +73,7 @@ def gbnf(schema: Schema, question: str | None = None) -> str:
         alts = [_gbnf_str(t) for t in texts]
         if field.copy and question is None:
             quote = _gbnf_str(field.quote) + " " if field.quote else ""
-            body = f'"-"? [{DIGITS}]+' if field.digits else _gbnf_class(_stop_chars(field)) + "+"
+            body = f'"-"? [{_digits(schema, field)}]+' if field.digits else _gbnf_class(_stop_chars(field)) + "+"
             alts.append(f"{quote}{body}{' ' + _gbnf_str(field.quote) if field.quote else ''}")
         rules.append(f"field{i} ::= " + (" | ".join(alts) if alts else '""'))
     parts.append(_gbnf_str(schema.literals[-1]))
@@ -98,7 +101,7 @@ def lark(schema: Schema, question: str | None = None) -> str:
         parts += [_lark_str(literal), f"FIELD{i}"]
         alts = [_lark_str(t) for t in texts]
         if field.copy and question is None:
-            body = f"-?[{DIGITS}]+" if field.digits else "[^" + "".join(
+            body = f"-?[{_digits(schema, field)}]+" if field.digits else "[^" + "".join(
                 {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c, "\\" + c if c in "\\]^-/[" else c)
                 for c in _stop_chars(field)) + "]+"
             alts.append(_lark_regex(re.escape(field.quote) + body + re.escape(field.quote)))
