@@ -102,11 +102,12 @@ def test_bare_json_numbers_stay_ascii(engine):
     """A copied JSON number (no quotes) may only be ASCII digits in the any-question grammar: full-width
     digits, fine inside text, would not parse as JSON."""
     ages = [23, 31, 47, 52, 68, 74]
-    rows = [{"messages": [{"role": "user", "content": f"Patient aged {age}, {kind} visit"},
+    visit = {"new": "here for the first time", "repeat": "back again"}
+    rows = [{"messages": [{"role": "user", "content": f"Patient aged {age}, {visit[kind]}"},
                           {"role": "assistant", "content": json.dumps({"age": age, "kind": kind})}]}
             for age, kind in zip(ages, ["new", "repeat"] * 3)]
     schema = infer_schema(rows)[0]
-    assert schema is not None and schema.fields[0].digits and not schema.fields[0].quote
+    assert schema is not None and schema.fields[0].digits and not schema.fields[0].quote and not schema.fields[1].copy
     for fmt, grammar in (("gbnf", gbnf(schema)), ("lark", lark(schema))):
         assert accepts(engine, fmt, grammar, '{"age": 39, "kind": "new"}')
         assert not accepts(engine, fmt, grammar, '{"age": ３９, "kind": "new"}')
