@@ -97,9 +97,6 @@ class PrepareConfig(_Section):
         "Latin/digit copy slots, not in Chinese/Japanese data; on: also Han values (jieba dictionary words)")
     slot_swap_ratio: float = Field(1.0, ge=0, description="slot-swapped copies per train row (a fraction: that "
                                    "share of rows gets one more)")
-    slot_swap_han_length: Literal["same", "vary"] = Field(
-        "same", description="Han values swapped in: same length as the value they replace, or vary (2-5 "
-        "characters), so a model that only saw short values does not learn to cut longer ones short")
     phrasing_mix: Literal["auto", "on", "off"] = Field(
         "auto", description="train rows refilled with another row's copied values; auto: on for Chinese/Japanese "
         "data")

@@ -262,9 +262,6 @@ def back_translate(rows: list[dict], translator: Translator, src: str = "zh", pi
     return out
 
 
-HAN_LENGTHS = (2, 3, 4, 5)  # slot_swap_han_length=vary: Han values drawn at these lengths
-
-
 def _swap_policy(setting: str, coverage: dict, names: list[str], cjk: bool) -> tuple[tuple[str, ...], str]:
     """Value kinds slot swap replaces (none: off) and why."""
     if setting == "off":
@@ -339,8 +336,7 @@ def augment_for_training(train_rows: list[dict], eval_rows: list[dict], cfg: Pre
         swap_names, why = [], "slot_swap_ratio is 0"
     if swap_names:
         swapped = slot_swap(train_rows, eval_rows, seed=seed, ratio=cfg.slot_swap_ratio, kinds=kinds, vocab=vocab,
-                            names=swap_names, skipped=skipped,
-                            han_lengths=HAN_LENGTHS if cfg.slot_swap_han_length == "vary" else None)
+                            names=swap_names, skipped=skipped)
     report["slot_swap"] = {"setting": cfg.slot_swap, "on": bool(swap_names), "why": why, "slots": swap_names,
                            "ratio": cfg.slot_swap_ratio, "rows": len(swapped), "skipped": dict(skipped)}
     mix, why = _mix_policy(cfg.phrasing_mix, names, cjk)

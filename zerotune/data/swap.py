@@ -18,7 +18,7 @@ import re
 import string
 from collections import Counter, defaultdict
 from importlib import resources, util
-from typing import Collection, Iterable, Sequence
+from typing import Collection, Iterable
 
 from zerotune.data.slots import (_CJK_CHAR, MIN_VALUE, Slot, copy_fields, detect_slots, rewrite, slot_coverage,
                                  slot_values)
@@ -100,9 +100,8 @@ class Pools:
         vocab: candidate words (e.g. a tokenizer's whole-word tokens); None = WORDS.
     """
 
-    def __init__(self, guard: Guard, vocab: Iterable[str] | None = None, han_lengths: Sequence[int] | None = None):
+    def __init__(self, guard: Guard, vocab: Iterable[str] | None = None):
         self.guard = guard
-        self.han_lengths = han_lengths  # None: a Han value keeps its length
         words = sorted({w.lower() for w in (vocab or WORDS) if w.isascii() and w.isalpha() and 3 <= len(w) <= 10})
         self.words = [w for w in words if not guard.touches(w)]
         self._han: dict | None = None
@@ -131,8 +130,7 @@ class Pools:
         if slot.kind == "cjk":
             han = self.han()
             tag = han["tag"].get(slot.value, "n")
-            size = rng.choice(self.han_lengths) if self.han_lengths else len(slot.value)
-            pool = han["shape"].get((size, tag)) or han["shape"].get((size, "n"))
+            pool = han["shape"].get((len(slot.value), tag)) or han["shape"].get((len(slot.value), "n"))
             return rng.choice(pool) if pool else None
         return None
 
@@ -204,8 +202,7 @@ def _prepare(rows: list[dict], eval_rows: list[dict], names: Collection[str] | N
 
 def slot_swap(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: float = 1.0,
               kinds: Collection[str] = ("latin", "digits"), vocab: Iterable[str] | None = None,
-              names: Collection[str] | None = None, skipped: Counter | None = None,
-              han_lengths: Sequence[int] | None = None) -> list[dict]:
+              names: Collection[str] | None = None, skipped: Counter | None = None) -> list[dict]:
     """Copies of rows with every copy-slot value replaced by a fresh one of the same kind and shape.
 
     Args:
@@ -218,12 +215,11 @@ def slot_swap(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: floa
         vocab: words for Latin values (e.g. a tokenizer's whole-word tokens); None = WORDS.
         names: copy fields to swap; None = those slot_coverage(rows) finds.
         skipped: when given, counts the copies given up, by reason.
-        han_lengths: lengths a fresh Han value is drawn with (one at random); None keeps the old length.
     Returns:
         New rows tagged "augmented": "slot_swap", none equal to another, to a source or to an eval row.
     """
     names, guard, seen = _prepare(rows, eval_rows, names)
-    pools, rng = Pools(guard, vocab, han_lengths), random.Random(seed)
+    pools, rng = Pools(guard, vocab), random.Random(seed)
     skipped = Counter() if skipped is None else skipped
     out = []
     for row in rows:
