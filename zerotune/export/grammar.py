@@ -113,6 +113,17 @@ def lark(schema: Schema, question: str | None = None) -> str:
 
 # --------------------------------------------------------------------------------------- JSON schema
 
+_INVALID = object()
+
+
+def _json_value(text: str):
+    """The JSON value a value text writes, or _INVALID (a copied "012" is no JSON number)."""
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        return _INVALID
+
+
 def json_schema(schema: Schema, question: str | None = None) -> dict | None:
     """A JSON Schema of the answers (JSON answers only; None for key:value answers).
 
@@ -126,7 +137,7 @@ def json_schema(schema: Schema, question: str | None = None) -> dict | None:
         options: list[dict] = []
         labels = [json.loads(t) for t in field.labels]
         if field.copy and question is not None:
-            options.append({"enum": [json.loads(t, strict=False) for t in texts]})
+            options.append({"enum": [v for v in map(_json_value, texts) if v is not _INVALID]})
         else:
             if labels:
                 options.append({"enum": labels})
