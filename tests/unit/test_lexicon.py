@@ -97,11 +97,21 @@ def test_synonym_swap_changes_cue_words_only():
     assert all(r["messages"][1] == en["messages"][1] for r in made)
 
 
-def test_policy_is_opt_in_and_reports_cue_words():
+def test_policy_reports_cue_words_and_can_be_switched_off():
     train, held = load("support_en", "train"), load("support_en", "eval")
-    made, report = augment_for_training(train, held, PrepareConfig(), seed=0)
+    made, report = augment_for_training(train, held, PrepareConfig(synonym_swap="off"), seed=0)
     assert not report["synonym_swap"]["on"] and not any(r["augmented"] == "synonym_swap" for r in made)
-    made, report = augment_for_training(train, held, PrepareConfig(synonym_swap="on"), seed=0)
+    made, report = augment_for_training(train, held, PrepareConfig(), seed=0)
     part = report["synonym_swap"]
     assert part["on"] and "cancel" in part["cues"] and "cue words" in part["why"]
+    assert not {"costa", "microwave"} & set(part["cues"])  # a word inside copied values (a name, a product) is none
     assert part["rows"] == Counter(r["augmented"] for r in made)["synonym_swap"] >= 300
+
+
+def test_auto_swaps_english_not_chinese():
+    assert PrepareConfig().synonym_swap == "auto"
+    made, report = augment_for_training(load("support_en", "train"), [], PrepareConfig(synonym_swap="auto"), seed=0)
+    assert report["synonym_swap"]["on"] and any(r["augmented"] == "synonym_swap" for r in made)
+    made, report = augment_for_training(load("clinic_zh", "train"), [], PrepareConfig(synonym_swap="auto"), seed=0)
+    assert not report["synonym_swap"]["on"] and "Chinese" in report["synonym_swap"]["why"]
+    assert not any(r["augmented"] == "synonym_swap" for r in made)

@@ -33,8 +33,9 @@ def test_raw_file_is_cleaned_deduplicated_and_slot_swapped(tmp_path):
     made = [r for r in splits.train if r.get("augmented")]
     assert len(originals) == 60  # the duplicate row is gone, the dirty one cleaned into a duplicate of row 1
     assert any("exact duplicates" in n for n in splits.notes)
-    assert made and {r["augmented"] for r in made} == {"slot_swap"}
+    assert made and {r["augmented"] for r in made} == {"slot_swap", "synonym_swap"}  # English: both by default
     assert any(n.startswith("augment: +") and "slot-swap" in n for n in splits.notes)
+    assert any(n.startswith("augment: +") and "synonym-swap" in n and "cue words" in n for n in splits.notes)
     for row in made:  # swapped rows stay consistent: every copied value of the answer is in the input
         answer = json.loads(row["messages"][-1]["content"])
         user = row["messages"][-2]["content"]
@@ -47,7 +48,7 @@ def test_raw_file_is_cleaned_deduplicated_and_slot_swapped(tmp_path):
 
 def test_augmentation_can_be_switched_off(tmp_path):
     cfg = build_config({"data": {"train": str(EN / "train.jsonl"), "eval": str(EN / "eval.jsonl"),
-                                 "prepare": {"slot_swap": "off"}}})
+                                 "prepare": {"slot_swap": "off", "synonym_swap": "off"}}})
     splits = training_rows(cfg.data, seed=0)
     assert len(splits.train) == 400 and not any("augmented" in r for r in splits.train)
     assert any("augment: none" in n and "off in the config" in n for n in splits.notes)

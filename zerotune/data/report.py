@@ -20,7 +20,7 @@ from zerotune.data.slots import COPY_RATE, SPAN
 # row tag, config/report key
 SLOT_KINDS = (("slot_swap", "slot_swap"), ("template_mix", "phrasing_mix"), ("clause_order", "clause_order"),
               ("synonym_swap", "synonym_swap"))
-OPT_IN = {"clause_order", "synonym_swap"}  # off unless asked: reported only when on
+OPT_IN = {"clause_order"}  # off unless asked: reported only when on
 
 
 def shown_kinds(slots: dict) -> list[tuple[str, str]]:
