@@ -29,8 +29,8 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Collection
 
-from zerotune.data.slots import _CJK, _leaves, detect_slots, occurrences, structure
-from zerotune.data.swap import ATTEMPTS, _copies, _finish, _key, _prepare
+from zerotune.data.slots import _CJK, answer_pairs, detect_slots, occurrences
+from zerotune.data.swap import ATTEMPTS, _copies, _finish, _keep, _prepare, single_question, with_question
 
 WORDNET_SENSES = 2  # rarer senses are mostly another meaning: cracked ~ bonkers, smashed ~ drunk
 SENSE_SHARE = 0.1  # ... and so are senses tagged far less often in SemCor than the word's commonest one
@@ -97,8 +97,7 @@ class WordNet:
             synsets = {}
             for line in (self.root / f"data.{pos}").read_text(encoding="latin-1").splitlines():
                 if line[:1].isdigit():
-                    head = line.split(" ", 4)
-                    synsets[int(head[0])] = line
+                    synsets[int(line.split(" ", 1)[0])] = line
             self._data[pos] = synsets
         fields = self._data[pos][offset].split()
         count = int(fields[3], 16)
@@ -196,14 +195,7 @@ def lexicon(cjk: bool):
 def _labels(row: dict, names: Collection[str]) -> set[tuple[str, str]]:
     """The answer's (field, value) pairs that are mapped, not copied: every field outside the copy fields,
     and a copy field's value that the question lacks (null, 无)."""
-    question, answer = row["messages"][-2]["content"], row["messages"][-1]["content"]
-    kind, parsed = structure(answer)
-    if kind == "json":
-        pairs = list(_leaves(parsed))
-    elif kind == "kv":
-        pairs = [(key, answer[start:end]) for key, start, end in parsed]
-    else:
-        return set()
+    question, pairs = row["messages"][-2]["content"], answer_pairs(row["messages"][-1]["content"]) or []
     return {(k, v) for k, v in pairs if k not in names or v not in question}
 
 
@@ -274,11 +266,10 @@ def synonym_swap(rows: list[dict], eval_rows: list[dict], lex, *, seed: int, rat
     cues = cue_words(rows, lex, names) if cues is None else cues
     skipped = Counter() if skipped is None else skipped
     for row in rows:
-        turns = row["messages"]
-        users = [k for k, m in enumerate(turns) if m["role"] == "user"]
-        if len(users) != 1:
+        question = single_question(row)
+        if question is None:
             continue
-        k, text = users[0], turns[users[0]]["content"]
+        k, text = question
         values = [s.value for s in detect_slots(row) if s.name in names]
         found = _candidates(text, lex, _protected(text, values), cues)
         for _ in range(_copies(rng, ratio) if found else 0):
@@ -295,14 +286,5 @@ def synonym_swap(rows: list[dict], eval_rows: list[dict], lex, *, seed: int, rat
             else:
                 skipped["a copied value would change"] += 1
                 continue
-            new = {**row, "messages": [dict(m, content=new_text) if i == k else dict(m) for i, m in enumerate(turns)]}
-            new.pop("augmented", None)
-            new, why = _finish(new, row, "synonym_swap", guard)
-            if new is not None and _key(new) in seen:
-                new, why = None, "duplicate"
-            if new is None:
-                skipped[why] += 1
-                continue
-            seen.add(_key(new))
-            out.append(new)
+            _keep(*_finish(with_question(row, k, new_text), row, "synonym_swap", guard), seen, skipped, out)
     return out

@@ -163,14 +163,20 @@ def _spans(question: str, answer: str) -> list[str]:
     return found
 
 
-def fields(question: str, answer: str) -> list[tuple[str, str, bool]]:
-    """(name, value, copied) of every candidate value of the answer of MIN_VALUE characters or more."""
+def answer_pairs(answer: str) -> list[tuple[str, str]] | None:
+    """(field, value) of every value of a JSON or key:value answer; None for free text."""
     kind, parsed = structure(answer)
     if kind == "json":
-        pairs = list(_leaves(parsed))
-    elif kind == "kv":
-        pairs = [(key, answer[start:end]) for key, start, end in parsed]
-    else:
+        return list(_leaves(parsed))
+    if kind == "kv":
+        return [(key, answer[start:end]) for key, start, end in parsed]
+    return None
+
+
+def fields(question: str, answer: str) -> list[tuple[str, str, bool]]:
+    """(name, value, copied) of every candidate value of the answer of MIN_VALUE characters or more."""
+    pairs = answer_pairs(answer)
+    if pairs is None:
         return [(SPAN, span, True) for span in dict.fromkeys(_spans(question, answer))]
     out = [(name, value, bool(occurrences(question, value))) for name, value in pairs if len(value) >= MIN_VALUE]
     return list(dict.fromkeys(out))

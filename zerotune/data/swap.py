@@ -187,6 +187,28 @@ def _swapped(row: dict, slots: list[Slot], rng: random.Random, pools: Pools) -> 
     return _finish(new_row, row, "slot_swap", pools.guard)
 
 
+def _keep(new: dict | None, why: str, seen: set, skipped: Counter, out: list[dict]) -> None:
+    """Adds a finished row to out unless it is None (counted under why) or already seen (a duplicate)."""
+    if new is not None and _key(new) in seen:
+        new, why = None, "duplicate"
+    if new is None:
+        skipped[why] += 1
+        return
+    seen.add(_key(new))
+    out.append(new)
+
+
+def single_question(row: dict) -> tuple[int, str] | None:
+    """(message index, text) of a row's only user message; None for multi-turn rows."""
+    users = [k for k, m in enumerate(row["messages"]) if m["role"] == "user"]
+    return (users[0], row["messages"][users[0]]["content"]) if len(users) == 1 else None
+
+
+def with_question(row: dict, k: int, text: str) -> dict:
+    """A copy of the row whose message k says text."""
+    return {**row, "messages": [dict(m, content=text) if i == k else dict(m) for i, m in enumerate(row["messages"])]}
+
+
 def _finish(new: dict, source: dict, tag: str, guard: Guard) -> tuple[dict | None, str]:
     if guard.leaks(new, source):
         return None, "would hold an eval value"
@@ -225,14 +247,7 @@ def slot_swap(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: floa
     for row in rows:
         slots = [s for s in detect_slots(row) if s.name in names and s.kind in kinds]
         for _ in range(_copies(rng, ratio) if slots else 0):
-            new, why = _swapped(row, slots, rng, pools)
-            if new is not None and _key(new) in seen:
-                new, why = None, "duplicate"
-            if new is None:
-                skipped[why] += 1
-                continue
-            seen.add(_key(new))
-            out.append(new)
+            _keep(*_swapped(row, slots, rng, pools), seen, skipped, out)
     return out
 
 
@@ -294,14 +309,7 @@ def phrasing_swap(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: 
             continue
         j = rng.randrange(len(group) - 1)
         donor = shaped[group[j + (j >= place[k])]][1]  # any row of the group but this one
-        new, why = _mixed(row, slots, donor, guard)
-        if new is not None and _key(new) in seen:
-            new, why = None, "duplicate"
-        if new is None:
-            skipped[why] += 1
-            continue
-        seen.add(_key(new))
-        out.append(new)
+        _keep(*_mixed(row, slots, donor, guard), seen, skipped, out)
     return out
 
 
@@ -348,12 +356,8 @@ def clause_order(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: f
     rng, out = random.Random(seed), []
     skipped = Counter() if skipped is None else skipped
     for row in rows:
-        turns = row["messages"]
-        users = [k for k, m in enumerate(turns) if m["role"] == "user"]
-        if len(users) != 1:
-            continue
-        k = users[0]
-        split = _units(turns[k]["content"])
+        question = single_question(row)
+        split = None if question is None else _units(question[1])
         if split is None or len(split[0]) < MIN_UNITS:
             continue
         clauses, marks = split
@@ -375,11 +379,7 @@ def clause_order(rows: list[dict], eval_rows: list[dict], *, seed: int, ratio: f
             if any(v not in text for v in values):
                 skipped["a copied value would break"] += 1
                 continue
-            new = {**row, "messages": [dict(m, content=text) if i == k else dict(m) for i, m in enumerate(turns)],
-                   "augmented": "clause_order"}
-            if _key(new) in seen:
-                skipped["duplicate"] += 1
-                continue
-            seen.add(_key(new))
-            out.append(new)
+            new = with_question(row, question[0], text)
+            new["augmented"] = "clause_order"
+            _keep(new, "", seen, skipped, out)
     return out
