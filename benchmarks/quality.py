@@ -81,6 +81,7 @@ def task_files(task: str, out: Path) -> tuple[Path, Path]:
         return TASKS[task] / "train.jsonl", TASKS[task] / "eval.jsonl"
     folder = TASKS[SEEN_WORDINGS[task]]
     train_file = out.with_name(f"{out.name}-train.jsonl")
+    train_file.parent.mkdir(parents=True, exist_ok=True)  # --keep DIR may not exist yet
     subprocess.run([sys.executable, str(folder / "generate.py"), "--seen-wordings", str(train_file)], check=True)
     return train_file, folder / "eval.jsonl"
 

@@ -143,6 +143,8 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     warmup_steps: int | None = Field(None, ge=0, description="overrides warmup_ratio when set")
     weight_decay: float = Field(0.0, ge=0)
+    neftune_alpha: float = Field(0.0, ge=0, description="NEFTune: uniform noise of alpha/sqrt(tokens*width) on "
+                                                        "the input embeddings while training; 0 = off")
     max_grad_norm: float = Field(1.0, gt=0)
     batch_tokens: int = Field(2048, ge=16, description="tokens per micro-batch (packed rows)")
     batch_size: int = Field(8, ge=1, description="examples per optimizer step (effective batch)")

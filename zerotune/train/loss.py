@@ -8,6 +8,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zerotune.data.packing import PackedRow
 from zerotune.models.attention import segments
+from zerotune.train import neftune
 
 LOGIT_CHUNK = 1024  # answer positions whose logits exist at once; bounds memory for 129k-token vocabularies
 
@@ -32,8 +33,10 @@ def row_loss(model, row: PackedRow, device: torch.device) -> torch.Tensor:
     decoder, head = _decoder_and_head(model)
     # no mask, no cache: packed examples stay apart (by the position ids; with packed attention, by
     # running attention per example on the segments)
-    hidden = decoder(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
-                     use_cache=False, packed_segments=segments(row.position_ids)).last_hidden_state
+    segs = segments(row.position_ids)
+    with neftune.packed(segs):
+        hidden = decoder(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
+                         use_cache=False, packed_segments=segs).last_hidden_state
     labels = row.labels.to(device)
     keep = labels != -100
     hidden, targets = hidden[keep], labels[keep]

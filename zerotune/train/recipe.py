@@ -32,7 +32,7 @@ from zerotune.models.inference import SCHEMA_FILE
 from zerotune.models.loading import ModelSource, display_name, load_model, load_tokenizer, resolve_source
 from zerotune.models.targets import resolve_targets
 from zerotune.models.templates import resolve_format
-from zerotune.train import checkpoint, continual, distributed, loop
+from zerotune.train import checkpoint, continual, distributed, loop, neftune
 from zerotune.train.optim import build_optimizer, build_scheduler
 from zerotune.train.progress import RunLog
 from zerotune.train.signals import Interrupted, StopFlag
@@ -314,6 +314,7 @@ def train(cfg: Config, *, progress: bool = True, restart: bool = False) -> Train
     model = load_model(source, weight_dtype, cfg.model.trust_remote_code, quantization_config=quant)
     model = attach_adapter(model, cfg)
     use_packed_attention(model)  # attention per packed example, not over the whole row under a mask
+    neftune.attach(model, cfg.train.neftune_alpha)
     if memory_plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch_device = dist.device or torch.device("cuda" if device.kind == "cuda" else "cpu")
