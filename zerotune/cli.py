@@ -164,6 +164,14 @@ def _comparison_table(results: dict) -> str:
             fmt = "{:>10.1f}" if k == "tokens_per_second" else "{:>10.3f}"
             lines.append(f"{k:<18}" + (fmt.format(base[k]) if base else "") + fmt.format(tuned[k]))
     lines.append(f"{'n':<18}" + (f"{base['n']:>10}" if base else "") + f"{tuned['n']:>10}")
+    fields = (results.get("fields") or {}).get("tuned")
+    if fields:
+        lines.append("fields (tuned): " + ", ".join(f"{k} {s['accuracy']:.2f}" for k, s in fields.items()))
+        name, worst = max(fields.items(), key=lambda kv: kv[1]["wrong"])
+        if worst["wrong"]:
+            lines.append(f"most misses: {name}, {worst['wrong']} of {worst['rows']} (" + ", ".join(
+                f"{want} -> {wrote if wrote is not None else '(none)'} x{n}"
+                for want, wrote, n in worst["confusions"][:3]) + "; all in eval/report.md)")
     if tuned.get("decoding") == "schema":
         lines.append("decoding: kept to the answer schema of the training data (generate.constrain=off: free)")
     passed = results.get("passed", {})

@@ -29,3 +29,23 @@ def test_evaluate_run_dir_with_base_and_robustness(tmp_path):
     assert len(samples) == len(ROWS) and all("base_prediction" in s for s in samples)
     saved = json.loads((eval_dir / "metrics.json").read_text())
     assert saved["exact_match"] == tuned["exact_match"] and saved["base"]["n"] == len(ROWS)
+    # JSON and key:value answers: scored field by field, from what the model actually wrote
+    fields = saved["fields"]["tuned"]
+    assert list(fields) == ["name", "order_id", "性别", "年龄", "症状"]
+    assert [fields[k]["rows"] for k in fields] == [3, 3, 1, 1, 1]
+    for key, entry in fields.items():
+        right = 0
+        for s in samples:
+            ref, pred = s["expected"], s["prediction"]
+            want = json.loads(ref).get(key) if ref.startswith("{") else dict(
+                p.split(":", 1) for p in ref.split(";")).get(key)
+            if want is None:
+                continue
+            try:
+                got = json.loads(pred).get(key) if ref.startswith("{") else dict(
+                    p.split(":", 1) for p in pred.split(";")).get(key)
+            except (ValueError, AttributeError):
+                got = None
+            right += got == want
+        assert entry["accuracy"] == right / entry["rows"], key
+    assert "base" in saved["fields"] and "## Fields, tuned model" in (eval_dir / "report.md").read_text()

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from zerotune.evaluate.fields import field_lines
 from zerotune.evaluate.metrics import CJK_RANGES, SCORE_KEYS, sentence_chrf
 from zerotune.evaluate.plots import loss_curve_png, metrics_bar_png, read_metrics_jsonl
 
@@ -180,11 +181,31 @@ def _header(results: dict) -> list[str]:
     return ["metric"] + (["base"] if "base" in results else []) + ["tuned", "threshold", "result"]
 
 
-def _markdown(results, rows, worst, config_yaml, images) -> str:
+_FIELD_HEAD = ["field", "kind", "accuracy", "wrong", "commonest wrong answers (expected -> written)"]
+
+
+def _field_tables(fields: dict | None) -> list[tuple[str, list[list[str]], list[str]]]:
+    """(title, table rows, per-value lines of label fields) for the tuned model and the base one."""
+    out = []
+    for who in ("tuned", "base"):
+        scores = (fields or {}).get(who)
+        if scores:
+            values = [f"{name}: " + ", ".join(f"{v} {r}/{n}" for v, (r, n) in s["values"].items())
+                      for name, s in scores.items() if s["kind"] == "label"]
+            out.append((f"Fields, {who} model", field_lines(scores), values))
+    return out
+
+
+def _markdown(results, rows, worst, config_yaml, images, fields=None) -> str:
     head = _header(results)
     out = ["# zerotune evaluation report", "", _verdict_line(rows), "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
+    for title, table, values in _field_tables(fields):
+        out += ["", f"## {title}", "", "| " + " | ".join(_FIELD_HEAD) + " |", "|" + "---|" * len(_FIELD_HEAD)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table]
+        if values:
+            out += ["", "Right answers per label value:", ""] + [f"- {line}" for line in values]
     for title, name in images:
         out += ["", f"## {title}", "", f"![{title}]({name})"]
     out += ["", f"## Worst {len(worst)} samples", ""]
@@ -224,10 +245,15 @@ def _html_sample(i: int, s: dict, score: float) -> str:
     return "\n".join(parts + ["</div>"])
 
 
-def _html(results, rows, worst, config_yaml, pngs) -> str:
+def _html(results, rows, worst, config_yaml, pngs, fields=None) -> str:
     out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>zerotune evaluation report</title>',
            f"<style>{_CSS}</style></head><body>", "<h1>zerotune evaluation report</h1>",
            f"<p><b>{html.escape(_verdict_line(rows))}</b></p>", _html_table(_header(results), rows)]
+    for title, table, values in _field_tables(fields):
+        out += [f"<h2>{html.escape(title)}</h2>", _html_table(_FIELD_HEAD, table)]
+        if values:
+            out += ["<p>Right answers per label value:</p>", "<ul>"]
+            out += [f"<li>{html.escape(line)}</li>" for line in values] + ["</ul>"]
     for title, png in pngs:
         data = base64.b64encode(png).decode("ascii")
         out += [f"<h2>{html.escape(title)}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">']
@@ -239,7 +265,8 @@ def _html(results, rows, worst, config_yaml, pngs) -> str:
 
 
 def write_report(out_dir: Path, results: dict, *, samples: list[dict], thresholds: dict,
-                 metrics_jsonl: Path | None, config_yaml: str | None, worst_n: int = 10) -> None:
+                 metrics_jsonl: Path | None, config_yaml: str | None, worst_n: int = 10,
+                 fields: dict | None = None) -> None:
     """Write OUT_DIR/eval/report.md, OUT_DIR/eval/report.html and the charts beside them.
 
     Args:
@@ -251,6 +278,8 @@ def write_report(out_dir: Path, results: dict, *, samples: list[dict], threshold
         metrics_jsonl: the training log for the loss curve; None or missing skips the curve.
         config_yaml: the run's resolved config text; None leaves the section out.
         worst_n: how many failed samples to show.
+        fields: {"tuned": field_scores(...), "base": ...} for structured answers; None leaves the
+            per-field tables out.
     """
     eval_dir = Path(out_dir) / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +292,6 @@ def write_report(out_dir: Path, results: dict, *, samples: list[dict], threshold
     for _, name, png in charts:
         (eval_dir / name).write_bytes(png)
     images = [(title, name) for title, name, _ in charts]
-    (eval_dir / "report.md").write_text(_markdown(results, rows, worst, config_yaml, images), encoding="utf-8")
+    (eval_dir / "report.md").write_text(_markdown(results, rows, worst, config_yaml, images, fields), encoding="utf-8")
     pngs = [(title, png) for title, _, png in charts]
-    (eval_dir / "report.html").write_text(_html(results, rows, worst, config_yaml, pngs), encoding="utf-8")
+    (eval_dir / "report.html").write_text(_html(results, rows, worst, config_yaml, pngs, fields), encoding="utf-8")

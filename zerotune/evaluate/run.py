@@ -12,6 +12,7 @@ from pathlib import Path
 from zerotune.config import Config, EvalConfig, GenerateConfig, dump_config
 from zerotune.data.formats import read_examples
 from zerotune.data.tokenize import with_system
+from zerotune.evaluate.fields import field_scores
 from zerotune.evaluate.metrics import score_all
 from zerotune.evaluate.report import thresholds_check, write_report
 from zerotune.evaluate.robustness import perturb_all, robustness_ratio
@@ -124,7 +125,9 @@ def evaluate_loaded(loaded: Loaded, rows: list[dict], cfg: Config, *, out_dir: P
         robustness: also score perturbed inputs.
         progress: progress bars.
     Returns:
-        {"tuned": metrics, "base": metrics (when compared), "passed": {threshold: bool}}.
+        {"tuned": metrics, "base": metrics (when compared), "passed": {threshold: bool}, "fields":
+        {"tuned": per-field scores, "base": ... (when compared)} (structured answers only; see
+        zerotune.evaluate.fields.field_scores)}.
     """
     prompts, refs = split_rows(rows, loaded.system_prompt)
     results: dict = {}
@@ -137,6 +140,14 @@ def evaluate_loaded(loaded: Loaded, rows: list[dict], cfg: Config, *, out_dir: P
         with loaded.model.disable_adapter():
             results["base"], base_preds = score_model(loaded, prompts, refs, cfg.eval, cfg.generate, "base",
                                                       robustness, progress)
+    questions = [p[-1]["content"] for p in prompts]
+    schema = getattr(loaded, "schema", None)
+    kinds = {f.name: "copy" if f.copy else "label" for f in schema.fields} if schema else None
+    by_field = {"tuned": field_scores(questions, preds, refs, kinds)}
+    if base_preds is not None:
+        by_field["base"] = field_scores(questions, base_preds, refs, kinds)
+    if by_field["tuned"] is not None:
+        results["fields"] = by_field
     thresholds = {"exact_match": cfg.eval.exact_match, "bleu4": cfg.eval.bleu4, "robustness": cfg.eval.robustness}
     results["passed"] = thresholds_check(tuned, thresholds, base=results.get("base"))
     if out_dir is not None:
@@ -156,14 +167,14 @@ def _write(out_dir: Path, results, prompts, refs, preds, base_preds, cfg: Config
     with open(eval_dir / "samples.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
     metrics = {**results["tuned"], **({"base": results["base"]} if "base" in results else {}),
-               "passed": results["passed"]}
+               "passed": results["passed"], **({"fields": results["fields"]} if "fields" in results else {})}
     (eval_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     metrics_jsonl = out_dir / "metrics.jsonl"
     config_yaml = (out_dir / "config.yaml").read_text(encoding="utf-8") if (out_dir / "config.yaml").is_file() \
         else dump_config(cfg)
     write_report(out_dir, {k: v for k, v in results.items() if k in ("tuned", "base")}, samples=samples,
                  thresholds=thresholds, metrics_jsonl=metrics_jsonl if metrics_jsonl.is_file() else None,
-                 config_yaml=config_yaml, worst_n=cfg.eval.worst_n)
+                 config_yaml=config_yaml, worst_n=cfg.eval.worst_n, fields=results.get("fields"))
 
 
 def load_rows(path: str, fmt: str = "auto", limit: int | None = None) -> list[dict]:
