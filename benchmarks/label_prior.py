@@ -13,12 +13,11 @@ has to get from the training rows. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from wordings import generator  # benchmarks/wordings.py, beside this file
+
 DESCRIPTIONS = {"damaged": "damaged in shipping", "late": "delivered late", "wrong_item": "the wrong item",
                 "missing": "missing from the package", "billing": "a billing problem", "defective": "defective"}
 PRODUCT = "blender"
@@ -35,9 +34,7 @@ def main() -> None:
     where = args.model or str(embedded_dir())
     tok = AutoTokenizer.from_pretrained(where)
     model = AutoModelForCausalLM.from_pretrained(where).eval()
-    spec = importlib.util.spec_from_file_location("generate_en", ROOT / "examples/support_en/generate.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    gen = generator("en")
 
     def score(text: str, answer: str) -> float:
         messages = [{"role": "user", "content": f'A customer wrote: "{text}"\nWhat is the problem? Answer in a few words.'}]

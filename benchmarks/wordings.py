@@ -20,11 +20,14 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from zerotune.evaluate.fields import record
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"en": ROOT / "examples/support_en/generate.py", "zh": ROOT / "examples/clinic_zh/generate.py"}
 
 
-def _generator(task: str):
+def generator(task: str):
+    """The example task's generate.py as a module (its TRAIN/EVAL pools)."""
     spec = importlib.util.spec_from_file_location(f"generate_{task}", TASKS[task])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -37,7 +40,7 @@ def _pattern(template: str, slot: str) -> re.Pattern:
 
 def wording_patterns(task: str) -> list[tuple[str, str, str, re.Pattern]]:
     """(field, label, wording, pattern) for every label wording of the task's eval pools."""
-    gen = _generator(task)
+    gen = generator(task)
     out = []
     if task == "en":
         for kind in ("issue", "action"):
@@ -51,22 +54,12 @@ def wording_patterns(task: str) -> list[tuple[str, str, str, re.Pattern]]:
     return out
 
 
-def parse(answer: str, task: str) -> dict:
-    try:
-        if task == "en":
-            value = json.loads(answer)
-            return value if isinstance(value, dict) else {}
-        return dict(pair.split(":", 1) for pair in answer.split(";"))
-    except (ValueError, TypeError):
-        return {}
-
-
 def tally(samples: list[dict], task: str) -> list[tuple[str, str, str, int, int, Counter]]:
     """(field, label, wording, wrong, total, answers given instead) per wording, in pool order."""
     patterns = wording_patterns(task)
     total, wrong, instead = Counter(), Counter(), defaultdict(Counter)
     for row in samples:
-        expected, predicted = parse(row["expected"], task), parse(row["prediction"], task)
+        expected, predicted = record(row["expected"]) or {}, record(row["prediction"]) or {}
         for field in dict.fromkeys(p[0] for p in patterns):
             hits = [p for p in patterns if p[0] == field and p[3].search(row["input"])]
             key = hits[0][:3] if hits else (field, "?", "(no eval wording found)")
@@ -91,7 +84,7 @@ def main() -> None:
     for field, label, wording, bad, n, given in rows:
         others = ", ".join(f"{v} {c}" for v, c in given.most_common())
         print(f"| {field} | {label} | {wording} | {bad}/{n} | {others} |")
-    bad_rows = sum(1 for s in samples if parse(s["prediction"], args.task) != parse(s["expected"], args.task))
+    bad_rows = sum(1 for s in samples if record(s["prediction"]) != record(s["expected"]))
     print(f"\n{len(samples)} rows, {bad_rows} with a wrong field", file=sys.stderr)
 
 

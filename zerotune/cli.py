@@ -15,6 +15,7 @@ import typer
 
 import zerotune
 from zerotune.config import Config, ConfigError, dump_config, load_config, update
+from zerotune.evaluate.fields import confusion_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune, evaluate, export and serve causal LMs on a free GPU or a plain CPU.")
@@ -169,9 +170,8 @@ def _comparison_table(results: dict) -> str:
         lines.append("fields (tuned): " + ", ".join(f"{k} {s['accuracy']:.2f}" for k, s in fields.items()))
         name, worst = max(fields.items(), key=lambda kv: kv[1]["wrong"])
         if worst["wrong"]:
-            lines.append(f"most misses: {name}, {worst['wrong']} of {worst['rows']} (" + ", ".join(
-                f"{want} -> {wrote if wrote is not None else '(none)'} x{n}"
-                for want, wrote, n in worst["confusions"][:3]) + "; all in eval/report.md)")
+            lines.append(f"most misses: {name}, {worst['wrong']} of {worst['rows']} "
+                         f"({confusion_text(worst['confusions'][:3])}; all in eval/report.md)")
     if tuned.get("decoding") == "schema":
         lines.append("decoding: kept to the answer schema of the training data (generate.constrain=off: free)")
     passed = results.get("passed", {})

@@ -91,11 +91,12 @@ def field_scores(questions: Sequence[str], preds: Sequence[str], refs: Sequence[
     return out
 
 
+def confusion_text(confusions: list) -> str:
+    """"late -> missing x6, ..." for [[expected, written, count], ...] ("(none)" where nothing was written)."""
+    return ", ".join(f"{want} -> {wrote if wrote is not None else '(none)'} x{n}" for want, wrote, n in confusions)
+
+
 def field_lines(scores: dict) -> list[list[str]]:
     """Table rows (field, kind, accuracy, wrong/rows, commonest wrong answers) for a report."""
-    lines = []
-    for name, s in scores.items():
-        wrong = ", ".join(f"{want} -> {wrote if wrote is not None else '(none)'} x{n}"
-                          for want, wrote, n in s["confusions"])
-        lines.append([name, s["kind"], f"{s['accuracy']:.3f}", f"{s['wrong']}/{s['rows']}", wrong or "-"])
-    return lines
+    return [[name, s["kind"], f"{s['accuracy']:.3f}", f"{s['wrong']}/{s['rows']}",
+             confusion_text(s["confusions"]) or "-"] for name, s in scores.items()]

@@ -25,8 +25,10 @@ def packed(segments: tuple[tuple[int, int], ...]):
 
 
 def _lengths(tokens: int, device: torch.device) -> torch.Tensor:
+    """Each token's example length (the whole row when the segments are not this row's)."""
     segs = _segments if _segments and _segments[-1][1] == tokens else ((0, tokens),)
-    return torch.cat([torch.full((e - s,), float(e - s), device=device) for s, e in segs])
+    sizes = torch.tensor([e - s for s, e in segs], dtype=torch.float32, device=device)
+    return sizes.repeat_interleave(sizes.long())
 
 
 def attach(model: torch.nn.Module, alpha: float):
@@ -47,5 +49,5 @@ def attach(model: torch.nn.Module, alpha: float):
 
 
 def magnitude(alpha: float, tokens: int, width: int) -> float:
-    """The noise bound for one example (for logs and tests)."""
+    """The noise bound for one example of `tokens` tokens (what the hook draws within)."""
     return alpha / math.sqrt(tokens * width)
